@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Build the MicroPython unix port with our manifest frozen in, and mpy-cross.
+#
+#   tools/build-micropython.sh            # Debian's micropython source package (pinned)
+#   MICROPY_DIR=/path tools/build-micropython.sh   # a MicroPython checkout of your own
+#
+# Leaves build/micropython and build/mpy-cross.  The build is cached under
+# .cache/ keyed by the source tree and the content of everything frozen, so
+# a second run that changed nothing copies the cached binary in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+
+MICROPY_DEB_VERSION=${MICROPY_DEB_VERSION:-1.25.0+ds-1}
+JOBS=${JOBS:-$(nproc)}
+
+die() { echo "build-micropython: $*" >&2; exit 1; }
+say() { echo "build-micropython: $*" >&2; }
+
+for tool in gcc make python3 sha256sum; do
+    command -v "$tool" >/dev/null || die "'$tool' not found; run .ci/run --deps-only (or apt-get install build-essential python3)"
+done
+
+if [ -n "${MICROPY_DIR:-}" ]; then
+    src=$(realpath -m "$MICROPY_DIR")
+    [ -d "$src" ] || die "MICROPY_DIR=$MICROPY_DIR does not exist; point it at a MicroPython checkout (the folder holding py/ and ports/)"
+    [ -f "$src/py/mkrules.mk" ] && [ -d "$src/ports/unix" ] && [ -d "$src/mpy-cross" ] \
+        || die "MICROPY_DIR=$MICROPY_DIR is not a MicroPython source tree (no py/mkrules.mk, ports/unix or mpy-cross); point it at the top of a checkout"
+    # A git checkout is identified by its commit plus local changes; otherwise by its path.
+    src_id=$( (git -C "$src" rev-parse HEAD 2>/dev/null && git -C "$src" status --porcelain 2>/dev/null) || echo "$src")
+    tag=custom-$(echo "$src" | sha256sum | cut -c1-12)
+else
+    src=$top/.cache/debian/micropython-$MICROPY_DEB_VERSION
+    tools/debian-source.sh source micropython "$MICROPY_DEB_VERSION" "$src"
+    src_id=debian-$MICROPY_DEB_VERSION
+    tag=debian-$MICROPY_DEB_VERSION
+fi
+
+# Everything that changes the binary: the source identity, the manifests,
+# the frozen modules and this script.
+key=$( { echo "$src_id"; cat tools/build-micropython.sh tools/unix-manifest.py manifest.py;
+         find modules -type f -name '*.py' | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
+work=$top/.cache/unix-build/$tag
+mkdir -p "$work" build
+if [ -x "$work/micropython" ] && [ "$(cat "$work/key" 2>/dev/null)" = "$key" ]; then
+    cp "$work/micropython" build/micropython
+    cp "$work/mpy-cross" build/mpy-cross
+    say "up to date ($tag, key $key): build/micropython"
+    exit 0
+fi
+
+# A user's tree may lack the micropython-lib submodule; we require() nothing
+# from it, so an empty folder with a README.md satisfies MicroPython's check.
+mkdir -p "$work/empty-lib" && touch "$work/empty-lib/README.md"
+log=$work/build.log
+: > "$log"
+run() {
+    if ! "$@" >>"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        die "failed: $* (full log: $log)"
+    fi
+}
+
+start=$(date +%s)
+say "building mpy-cross from $src (log: $log)"
+run make -C "$src/mpy-cross" -j"$JOBS" BUILD="$work/mpy-cross-build"
+say "building the unix port with manifest.py frozen in"
+run make -C "$src/ports/unix" -j"$JOBS" BUILD="$work/unix-build" \
+    MICROPY_MPYCROSS="$work/mpy-cross-build/mpy-cross" MICROPY_MPYCROSS_DEPENDENCY="$work/mpy-cross-build/mpy-cross" \
+    FROZEN_MANIFEST="$top/tools/unix-manifest.py" MPY_LIB_DIR="$work/empty-lib" \
+    MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0 MICROPY_PY_SSL=0 MICROPY_SSL_MBEDTLS=0 MICROPY_SSL_AXTLS=0
+cp "$work/unix-build/micropython" "$work/micropython"
+cp "$work/mpy-cross-build/mpy-cross" "$work/mpy-cross"
+echo "$key" > "$work/key"
+cp "$work/micropython" build/micropython
+cp "$work/mpy-cross" build/mpy-cross
+say "built build/micropython ($("$work/micropython" -c 'import sys; print(sys.implementation.name, ".".join(map(str, sys.implementation.version[:3])))')) in $(( $(date +%s) - start )) s"

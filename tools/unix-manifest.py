@@ -1,0 +1,4 @@
+# Manifest for the unix-port test VM (`make micropython`): what a board image
+# has that matters to our code (asyncio), plus the product manifest.
+include("$(MPY_DIR)/extmod/asyncio")
+include("../manifest.py")
