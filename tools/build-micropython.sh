@@ -42,9 +42,20 @@ key=$( { echo "$src_id"; cat tools/build-micropython.sh tools/unix-manifest.py m
          find modules -type f -name '*.py' | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
 work=$top/.cache/unix-build/$tag
 mkdir -p "$work" build
+# One build at a time per tree (parallel `make test` runs share the cache).
+exec 9>"$work.lock"
+flock 9
+
+# Install by rename, so a test still running the old binary is not disturbed.
+install_outputs() {
+    local f
+    for f in micropython mpy-cross; do
+        cp "$work/$f" "build/.$f.new" && mv -f "build/.$f.new" "build/$f"
+    done
+}
+
 if [ -x "$work/micropython" ] && [ "$(cat "$work/key" 2>/dev/null)" = "$key" ]; then
-    cp "$work/micropython" build/micropython
-    cp "$work/mpy-cross" build/mpy-cross
+    install_outputs
     say "up to date ($tag, key $key): build/micropython"
     exit 0
 fi
@@ -72,6 +83,5 @@ run make -C "$src/ports/unix" -j"$JOBS" BUILD="$work/unix-build" \
 cp "$work/unix-build/micropython" "$work/micropython"
 cp "$work/mpy-cross-build/mpy-cross" "$work/mpy-cross"
 echo "$key" > "$work/key"
-cp "$work/micropython" build/micropython
-cp "$work/mpy-cross" build/mpy-cross
+install_outputs
 say "built build/micropython ($("$work/micropython" -c 'import sys; print(sys.implementation.name, ".".join(map(str, sys.implementation.version[:3])))')) in $(( $(date +%s) - start )) s"
