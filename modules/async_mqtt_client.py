@@ -1,1 +1,960 @@
-# placeholder until the client lands
+"""Allocation-free async MQTT 3.1.1 client for MicroPython and CPython.
+
+    client = AsyncMQTTClient(config, memoryview(bytearray(128)))
+    await client.connect()                      # or connect(sock_cls=..., async_sock=...)
+    await client.subscribe(b"dev/cmd", qos=1)
+    while True:
+        await client.publish(b"dev/tele", b"21.5")
+        if await client.check_msg():            # meta: [topic_len, end]
+            handle(client.topic, client.msg)
+            client.mark_read()
+        await asyncio.sleep_ms(0)
+
+Receive buffer: the caller's buffer holds ONE message, topic at [0:meta[0]],
+payload at [meta[0]:meta[1]].  While reading, the whole PUBLISH body sits in
+it, so a message fits when 2 + len(topic) + len(payload) (+2 for QoS 1)
+<= len(buffer).  A bigger message is read off the wire and dropped:
+`client.dropped` counts it and `client.on_drop(size)` is called if set.
+
+Messages that arrive while the app has not called mark_read() yet (a
+retained message behind a SUBACK, the copy of our own QoS 1 publish before
+its PUBACK) go to a preallocated backlog (config "backlog", bytes, default
+the receive buffer's size) and are delivered in arrival order.  When the
+backlog is full too, the client stops reading the socket (TCP holds the
+data, nothing is lost) and an ack wait in publish()/subscribe() returns
+False ("deferred"): the ack is processed by a later check_msg(), and a
+QoS 1 message stays in flight (resent with DUP after a reconnect) until
+then.  No deadlock, no lost or overwritten message.
+
+Allocation (MicroPython): check_msg() that finds nothing and a QoS 0
+publish whose write completes at once are plain methods returning a shared,
+already finished awaitable: 0 bytes.  Delivering a message costs one small
+coroutine object; `client.topic`/`client.msg` cost one memoryview each (use
+the meta indices into your own buffer to avoid that).  QoS 1 publish and
+subscribe must wait, so they return a coroutine.  Pass topics and payloads
+as bytes: a str is encoded (allocated) on every call.
+
+Transport contract (`sock_cls`), sync flavour (async_sock=False):
+    sock_cls.getaddrinfo(host, port) -> list; [0][-1] is passed to connect
+    s = sock_cls()              new unconnected socket
+    s.connect(addr)             blocks until connected; OSError on failure
+    s.setblocking(False)        called once connected
+    s.readinto(buf, n) -> int   bytes read into buf[0:n]; None = nothing now
+                                (must return promptly); 0 = closed by peer;
+                                OSError on link loss
+    s.write(buf, n) -> int      bytes of buf[0:n] accepted (maybe fewer);
+                                None = none accepted now
+    s.close()
+Async flavour (async_sock=True): the same names; getaddrinfo, connect,
+readinto, write and close are awaited.  readinto still returns None at once
+when nothing is buffered.  Native sockets (sock_cls=None) are MicroPython's
+`socket` (which has this shape) or CPython's, adapted below.
+
+Config keys: client_id, server, port, user, password, keepalive (s),
+last_will{topic,msg,qos,retain}, clean_session (True), ssl (False, True or
+a dict: cafile, verify, server_hostname), reconnect (False: link loss
+raises; True: a supervisor reconnects with backoff and jitter, re-subscribes
+and resends in-flight QoS 1), reconnect_min_ms (500), reconnect_max_ms
+(30000), timeout_ms (acks, CONNACK; 10000), backlog (bytes).
+"""
+import sys
+
+try:
+    import asyncio
+except ImportError:             # MicroPython before 1.21
+    import uasyncio as asyncio
+try:
+    from time import ticks_ms, ticks_diff, sleep_ms
+except ImportError:             # CPython
+    import time as _time
+
+    def ticks_ms():
+        return _time.monotonic_ns() // 1000000
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def sleep_ms(ms):
+        _time.sleep(ms / 1000)
+
+import mqtt_codec as codec
+from mqtt_codec import MQTTError, to_bytes
+
+__all__ = ("AsyncMQTTClient", "MQTTError")
+
+_MICROPYTHON = sys.implementation.name == "micropython"
+_sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
+
+# errno values as on Linux, MicroPython and lwIP alike
+_ENOTCONN = 107
+_ECONNRESET = 104
+_ETIMEDOUT = 110
+
+
+class _Done:
+    """An awaitable that is already finished and evaluates to None.
+
+    One shared instance returned by plain methods: awaiting it allocates
+    nothing on MicroPython (measured), and CPython accepts it too.
+    """
+
+    def __await__(self):
+        return _EXHAUSTED
+
+    __iter__ = __await__
+
+
+_EXHAUSTED = iter(())
+_DONE = _Done()
+
+
+class _StdSocket:
+    """CPython's socket/SSLSocket with MicroPython's readinto/write shape."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        import ssl
+        self._again = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+    def readinto(self, buf, n):
+        try:
+            return self.sock.recv_into(buf, n)
+        except self._again:
+            return None
+
+    def write(self, buf, n):
+        try:
+            return self.sock.send(memoryview(buf)[:n])
+        except self._again:
+            return None
+
+    def close(self):
+        self.sock.close()
+
+
+# Where the body of the packet being read goes.
+_TO_SMALL = 0      # ack/response bodies (<= 3 bytes)
+_TO_RBUF = 1       # PUBLISH straight into the caller's buffer
+_TO_BACKLOG = 2    # PUBLISH while the caller's buffer holds an unread one
+_DRAIN = 3         # PUBLISH bigger than the buffer: read and drop
+_NONE = 4          # no body (PINGRESP)
+
+
+class AsyncMQTTClient:
+    def __init__(self, config, recv_buf):
+        if not isinstance(config, dict):
+            raise TypeError("config must be a dict")
+        if isinstance(recv_buf, bytearray):
+            recv_buf = memoryview(recv_buf)
+        if not isinstance(recv_buf, memoryview):
+            raise TypeError("recv_buf must be a memoryview of a bytearray")
+        if len(recv_buf) < 8:
+            raise ValueError("recv_buf must hold at least 8 bytes")
+        self._cfg = self._check_config(config)
+        self._rbuf = recv_buf
+        import array
+        self._meta = memoryview(array.array("H" if len(recv_buf) < 65536 else "I", (0, 0)))
+        self._tx = bytearray(max(64, len(recv_buf) + 8))
+        self._ackbuf = bytearray(4)
+        self._pingbuf = bytes((codec.PINGREQ, 0))
+        self._hdr = bytearray(5)
+        self._hviews = tuple(memoryview(self._hdr)[i:] for i in range(5))
+        self._small = bytearray(4)
+        self._small_v = memoryview(self._small)
+        self._scratch = memoryview(bytearray(32))     # drain target
+        self._backlog = memoryview(bytearray(config.get("backlog", len(recv_buf))))
+        self._bl_used = 0
+        self._sock = None
+        self._async = False
+        self._sock_cls = None
+        self._subs = []              # (topic, qos) to restore after reconnect
+        self._inflight = {}          # pid -> bytes of the QoS 1 PUBLISH
+        self._pid = 0
+        self._checked_topic = None   # last publish topic validated
+        self._reconnecting = False
+        self._io_busy = False        # async flavour: one reader/writer at a time
+        self.session_present = False
+        self.dropped = 0             # oversize messages read and dropped
+        self.reconnects = 0
+        self.disconnects = 0
+        self.last_error = None
+        self.on_drop = None          # on_drop(size) when a message is dropped
+        self.on_disconnect = None    # on_disconnect(exc) when the link is lost
+        self.msg_flags = 0           # first byte of the delivered PUBLISH (retain bit 0, QoS bits 1-2, DUP bit 3)
+        self._unread = False
+        self._wait_kind = 0          # the control ack being awaited (CONNACK/SUBACK/UNSUBACK)
+        self._wait_pid = 0
+        self._wait_done = False
+        self._ctl_busy = False       # one control exchange at a time
+        self._last_tx = self._last_rx = ticks_ms()
+        self._ping_sent = False
+        self._reset_reader()
+
+    # ---- configuration -------------------------------------------------
+
+    @staticmethod
+    def _check_config(c):
+        cfg = {}
+        cfg["client_id"] = to_bytes(c.get("client_id", b""), "client_id")
+        cfg["clean_session"] = bool(c.get("clean_session", True))
+        if not cfg["client_id"] and not cfg["clean_session"]:
+            raise ValueError("an empty client_id needs clean_session=True (MQTT 3.1.3.1)")
+        server = c.get("server")
+        if not isinstance(server, str) or not server:
+            raise ValueError("config['server'] must be a host name or address (str)")
+        cfg["server"] = server
+        tls = c.get("ssl", False)
+        if tls is not False and not isinstance(tls, (bool, dict)):
+            raise TypeError("config['ssl'] must be a bool or a dict")
+        cfg["ssl"] = tls
+        port = c.get("port", 8883 if tls else 1883)
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError("config['port'] must be an int 1..65535")
+        cfg["port"] = port
+        user = c.get("user") or b""
+        password = c.get("password") or b""
+        cfg["user"] = to_bytes(user, "user")
+        cfg["password"] = to_bytes(password, "password")
+        if cfg["password"] and not cfg["user"]:
+            raise ValueError("a password needs a user name (MQTT 3.1.2.9)")
+        ka = c.get("keepalive", 0)
+        if not isinstance(ka, int) or not 0 <= ka <= 65535:
+            raise ValueError("config['keepalive'] must be an int 0..65535 (seconds)")
+        cfg["keepalive"] = ka
+        will = c.get("last_will") or {}
+        wt = to_bytes(will.get("topic") or b"", "last_will topic")
+        if wt:
+            codec.check_topic(wt, False)
+        wq = will.get("qos", 0)
+        if wq not in (0, 1, 2):
+            raise ValueError("last_will qos must be 0, 1 or 2")
+        cfg["will"] = (wt, to_bytes(will.get("msg") or b"", "last_will msg"), wq,
+                       bool(will.get("retain", False)))
+        cfg["reconnect"] = bool(c.get("reconnect", False))
+        cfg["reconnect_min_ms"] = int(c.get("reconnect_min_ms", 500))
+        cfg["reconnect_max_ms"] = int(c.get("reconnect_max_ms", 30000))
+        cfg["timeout_ms"] = int(c.get("timeout_ms", 10000))
+        return cfg
+
+    # ---- connection ----------------------------------------------------
+
+    async def connect(self, sock_cls=None, async_sock=False, clean_session=None):
+        """Open the transport and the MQTT session; raises MQTTError on refusal."""
+        if self._cfg["ssl"] and sock_cls is not None:
+            raise ValueError("ssl works with the native socket only (sock_cls=None)")
+        self._sock_cls = sock_cls
+        self._async = bool(async_sock) and sock_cls is not None
+        if clean_session is not None:
+            self._cfg["clean_session"] = bool(clean_session)
+        await self._open_session(False)
+
+    async def _open_transport(self):
+        cfg = self._cfg
+        host, port = cfg["server"], cfg["port"]
+        cls = self._sock_cls
+        if cls is None:
+            import socket
+            addr = socket.getaddrinfo(host, port)[0][-1]
+            s = socket.socket()
+            try:
+                s.settimeout(cfg["timeout_ms"] / 1000)
+                s.connect(addr)
+                if cfg["ssl"]:
+                    s = self._wrap_tls(s, host)
+                s.setblocking(False)
+            except BaseException:
+                s.close()
+                raise
+            return s if _MICROPYTHON else _StdSocket(s)
+        if self._async:
+            addr = (await cls.getaddrinfo(host, port))[0][-1]
+            s = cls()
+            try:
+                await s.connect(addr)
+                s.setblocking(False)
+            except BaseException:
+                await s.close()
+                raise
+            return s
+        addr = cls.getaddrinfo(host, port)[0][-1]
+        s = cls()
+        try:
+            s.connect(addr)
+            s.setblocking(False)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def _wrap_tls(self, s, host):
+        import ssl
+        opts = self._cfg["ssl"] if isinstance(self._cfg["ssl"], dict) else {}
+        verify = opts.get("verify", True)
+        if _MICROPYTHON:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+        else:
+            ctx = ssl.create_default_context()
+            if not verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+        if opts.get("cafile"):
+            ctx.load_verify_locations(cafile=opts["cafile"])
+        return ctx.wrap_socket(s, server_hostname=opts.get("server_hostname", host))
+
+    async def _open_session(self, resume):
+        cfg = self._cfg
+        self._close_transport()
+        self._sock = await self._open_transport()
+        self._reset_reader()
+        wt, wm, wq, wr = cfg["will"]
+        n = codec.encode_connect(self._tx_for(12 + len(cfg["client_id"]) + len(wt) + len(wm)
+                                              + len(cfg["user"]) + len(cfg["password"]) + 10),
+                                 cfg["client_id"], cfg["user"], cfg["password"], cfg["keepalive"],
+                                 cfg["clean_session"], wt, wm, wq, wr)
+        self._connack = -1
+        now = ticks_ms()
+        self._last_rx = now
+        self._ping_sent = False
+        try:
+            if not await self._control(n, codec.CONNACK, 0):
+                raise MQTTError("CONNACK did not arrive")
+            rc = self._connack & 0xFF
+            if rc:
+                reason = codec.CONNACK_REASONS[rc] if rc < len(codec.CONNACK_REASONS) else "code %d" % rc
+                raise MQTTError("connection refused: " + reason, rc)
+            self.session_present = bool(self._connack >> 8)
+            if resume:
+                if not self.session_present:
+                    for topic, qos in self._subs:
+                        await self._subscribe(topic, qos)
+                for pid in sorted(self._inflight):     # resend unacknowledged QoS 1, DUP set
+                    pkt = self._inflight[pid]
+                    tx = self._tx_for(len(pkt))
+                    tx[:len(pkt)] = pkt
+                    tx[0] |= 0x08
+                    await self._write(tx, len(pkt))
+        except BaseException:
+            self._close_transport()
+            raise
+
+    def _close_transport(self):
+        s, self._sock = self._sock, None
+        if s is not None:
+            try:
+                r = s.close()
+                if r is not None:       # async flavour: let the close run on its own
+                    asyncio.create_task(_quietly(r))
+            except OSError:
+                pass
+
+    async def disconnect(self):
+        """Send DISCONNECT (the broker then drops the last will) and close."""
+        if self._sock is not None:
+            try:
+                self._ackbuf[0] = codec.DISCONNECT
+                self._ackbuf[1] = 0
+                await self._write(self._ackbuf, 2)
+            except OSError:
+                pass
+            s, self._sock = self._sock, None
+            r = s.close()
+            if r is not None:
+                await _quietly(r)
+
+    def isconnected(self):
+        return self._sock is not None
+
+    async def reconnect(self, attempts=0):
+        """Re-establish the session with exponential backoff and jitter.
+
+        Re-subscribes (unless the broker kept the session) and resends
+        unacknowledged QoS 1 publishes with DUP.  attempts=0: forever.
+        """
+        if self._reconnecting:          # another task is at it: wait for it
+            while self._reconnecting:
+                await _sleep_ms(20)
+            if self._sock is None:
+                raise MQTTError("reconnect failed")
+            return
+        self._reconnecting = True
+        delay = self._cfg["reconnect_min_ms"]
+        tries = 0
+        try:
+            while True:
+                try:
+                    await self._open_session(True)
+                    self.reconnects += 1
+                    return
+                except (OSError, MQTTError) as e:
+                    self.last_error = e
+                    tries += 1
+                    if attempts and tries >= attempts:
+                        raise
+                await _sleep_ms(delay + _jitter(delay // 2))
+                delay = min(delay * 2, self._cfg["reconnect_max_ms"])
+        finally:
+            self._reconnecting = False
+
+    def _link_lost(self, exc):
+        """The transport failed: close it, then reconnect (if configured) or raise."""
+        if self._sock is None and (self._reconnecting or not self._cfg["reconnect"]):
+            if not self._cfg["reconnect"]:
+                raise exc
+            return                  # another task saw it first
+        self._close_transport()
+        self._reset_reader()
+        self.disconnects += 1
+        self.last_error = exc
+        if self.on_disconnect:
+            self.on_disconnect(exc)
+        if not self._cfg["reconnect"]:
+            raise exc
+        if not self._reconnecting:
+            asyncio.create_task(self._supervise())
+
+    async def _supervise(self):
+        try:
+            await self.reconnect()
+        except Exception as e:      # never dies silently: kept for the app
+            self.last_error = e
+
+    async def _until_connected(self):
+        while self._sock is None:
+            if not (self._cfg["reconnect"] or self._reconnecting):
+                raise MQTTError("not connected")
+            if not self._reconnecting:
+                asyncio.create_task(self._supervise())
+            await _sleep_ms(20)
+
+    # ---- publishing and subscribing -------------------------------------
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        """Send a PUBLISH.  Await it: QoS 1 waits for the PUBACK.
+
+        A QoS 0 publish whose write completes at once returns a finished
+        awaitable (no allocation).  QoS 1 returns True when the PUBACK came,
+        False when the ack was deferred (see module docs); raises MQTTError
+        if the server does not acknowledge within timeout_ms.
+        """
+        if topic is not self._checked_topic:
+            topic = to_bytes(topic, "topic")
+            codec.check_topic(topic, False)
+            self._checked_topic = topic
+        msg = to_bytes(msg, "msg")
+        if qos != 0 and qos != 1:
+            raise ValueError("qos must be 0 or 1")
+        if qos or self._async or self._sock is None or self._io_busy:
+            return self._publish_slow(topic, msg, retain, qos)
+        n = codec.encode_publish(self._tx_for(codec.publish_size(len(topic), len(msg), 0)),
+                                 topic, msg, 0, retain, False, 0)
+        try:
+            self._write_sync(self._tx, n)
+        except OSError as e:
+            self._link_lost(e)          # raises unless reconnecting
+            return self._publish_slow(topic, msg, retain, qos)
+        return _DONE
+
+    async def _publish_slow(self, topic, msg, retain, qos):
+        pid = 0
+        sent = False
+        while True:
+            await self._until_connected()
+            try:
+                if not sent:
+                    if qos:
+                        pid = self._new_pid()
+                    tx = self._tx_for(codec.publish_size(len(topic), len(msg), qos))
+                    n = codec.encode_publish(tx, topic, msg, qos, retain, False, pid)
+                    if qos:
+                        # kept until its PUBACK; a reconnect resends it with DUP
+                        self._inflight[pid] = bytes(memoryview(tx)[:n])
+                        sent = True
+                    await self._write(tx, n)
+                    sent = True
+                if not qos:
+                    return None
+                return await self._wait(codec.PUBACK, pid)
+            except (OSError, MQTTError) as e:
+                self._link_lost(e)      # raises unless reconnecting
+
+    async def subscribe(self, topic, qos=0):
+        """Subscribe to a topic filter; raises MQTTError if the broker refuses."""
+        topic = to_bytes(topic, "topic")
+        codec.check_topic(topic, True)
+        if qos != 0 and qos != 1:
+            raise ValueError("qos must be 0 or 1")
+        result = await self._retrying(self._subscribe, topic, qos)
+        if (topic, qos) not in self._subs:
+            self._subs.append((topic, qos))
+        return result
+
+    async def _subscribe(self, topic, qos):
+        pid = self._new_pid()
+        n = codec.encode_subscribe(self._tx_for(len(topic) + 8), pid, topic, qos)
+        self._suback = -1
+        done = await self._control(n, codec.SUBACK, pid)
+        if done and self._suback == 0x80:
+            raise MQTTError("subscription to %r refused by the broker" % bytes(topic), 0x80)
+        return done
+
+    async def unsubscribe(self, topic):
+        """Remove a subscription; True when the UNSUBACK came."""
+        topic = to_bytes(topic, "topic")
+        codec.check_topic(topic, True)
+        self._subs = [s for s in self._subs if s[0] != topic]
+        return await self._retrying(self._unsubscribe, topic)
+
+    async def _unsubscribe(self, topic):
+        pid = self._new_pid()
+        n = codec.encode_unsubscribe(self._tx_for(len(topic) + 8), pid, topic)
+        return await self._control(n, codec.UNSUBACK, pid)
+
+    async def _control(self, n, kind, pid):
+        """Send the packet in self._tx[0:n], then wait for its ack."""
+        while self._ctl_busy:
+            await _sleep_ms(1)
+        self._ctl_busy = True
+        try:
+            await self._write(self._tx, n)
+            return await self._wait(kind, pid)
+        finally:
+            self._ctl_busy = False
+
+    async def _retrying(self, op, *args):
+        """Run op; on link loss reconnect (if configured) and run it again."""
+        while True:
+            await self._until_connected()
+            try:
+                return await op(*args)
+            except (OSError, MQTTError) as e:
+                if getattr(e, "code", None) is not None:    # a refusal, not a broken link
+                    raise
+                self._link_lost(e)      # raises unless reconnecting
+
+    def _new_pid(self):
+        pid = self._pid
+        while True:
+            pid = pid % 65535 + 1          # 1..65535, never 0
+            if pid not in self._inflight:
+                self._pid = pid
+                return pid
+
+    def _tx_for(self, size):
+        """The transmit buffer, grown once if a packet needs more room."""
+        if size > len(self._tx):
+            self._tx = bytearray(size)
+        return self._tx
+
+    # ---- receiving --------------------------------------------------------
+
+    def check_msg(self):
+        """Await it: the meta buffer ([topic_len, end]) if a message is ready, else None.
+
+        Also sends PINGREQs and detects a dead link (no packet for 1.5 x
+        keepalive).  Allocation-free when there is nothing to deliver.
+        """
+        if self._unread:
+            return self._meta_ready()
+        if self._bl_used:
+            self._from_backlog()
+            return self._meta_ready()
+        if self._sock is None:
+            if self._cfg["reconnect"]:
+                if not self._reconnecting:
+                    asyncio.create_task(self._supervise())
+                return _DONE
+            raise MQTTError("not connected")
+        if self._async or self._io_busy:
+            return self._check_async()
+        try:
+            while not self._unread and self._step_sync():
+                pass
+            if self._ping_due():
+                self._write_sync(self._pingbuf, 2)
+        except (OSError, MQTTError) as e:
+            self._link_lost(e)
+            return _DONE
+        if self._unread:
+            return self._meta_ready()
+        return _DONE
+
+    async def _meta_ready(self):
+        return self._meta
+
+    async def _check_async(self):
+        try:
+            while not self._unread and await self._step_async():
+                pass
+            if self._sock is not None and self._ping_due():
+                await self._write(self._pingbuf, 2)
+        except (OSError, MQTTError) as e:
+            self._link_lost(e)
+            return None
+        return self._meta if self._unread else None
+
+    @property
+    def topic(self):
+        """The delivered message's topic (a new memoryview of the buffer)."""
+        return self._rbuf[:self._meta[0]]
+
+    @property
+    def msg(self):
+        """The delivered message's payload (a new memoryview of the buffer)."""
+        return self._rbuf[self._meta[0]:self._meta[1]]
+
+    def mark_read(self):
+        """The app is done with the message: the buffer may be reused."""
+        self._unread = False
+
+    def _ping_due(self):
+        """True when a PINGREQ should go now; MQTTError if the link is dead.
+
+        A PINGREQ goes after keepalive/2 without sending or receiving, so a
+        healthy link always answers well before 1.5 x keepalive of silence,
+        the point where the link is declared dead (the broker's own limit).
+        """
+        ka = self._cfg["keepalive"]
+        if not ka:
+            return False
+        now = ticks_ms()
+        since_rx = ticks_diff(now, self._last_rx)
+        if since_rx >= ka * 1500:
+            raise MQTTError("keepalive: no packet from the server for %d ms" % since_rx)
+        if self._ping_sent or (since_rx < ka * 500 and ticks_diff(now, self._last_tx) < ka * 500):
+            return False
+        self._ping_sent = True
+        return True
+
+    # The reader is a small state machine so that a packet may arrive in
+    # pieces across polls: first the fixed header (2-5 bytes), then the body
+    # straight into its destination buffer.
+    def _reset_reader(self):
+        self._hn = 0           # fixed header bytes read
+        self._rem = -1         # remaining length, -1 until known
+        self._got = 0          # body bytes read
+        self._dest = _NONE
+        self._drop_tl = 0      # drain: topic length, then packet id
+        self._drop_pid = 0
+        self._ack_pending = False
+        self._stalled = False
+
+    def _want(self):
+        """Point self._view/self._need at the next read; False if stalled."""
+        if self._rem < 0:
+            hn = self._hn
+            self._view = self._hviews[hn]
+            self._need = 2 - hn if hn < 2 else 1
+            return True
+        dest = self._dest
+        if dest == _NONE:
+            if not self._choose_dest():
+                return False
+            dest = self._dest
+        left = self._rem - self._got
+        if dest == _DRAIN:
+            self._view = self._scratch
+            self._need = left if left < len(self._scratch) else len(self._scratch)
+            return True
+        if dest == _TO_RBUF:
+            base = self._rbuf
+        elif dest == _TO_SMALL:
+            base = self._small_v
+        else:
+            base = self._backlog[self._bl_used + 3:]
+        self._view = base if self._got == 0 else base[self._got:]   # a slice only for a split packet
+        self._need = left
+        return True
+
+    def _choose_dest(self):
+        first = self._hdr[0]
+        rem = self._rem
+        if first & 0xF0 != codec.PUBLISH:
+            self._dest = _TO_SMALL
+        elif rem > len(self._rbuf):
+            self._dest = _DRAIN
+        elif not self._unread and not self._bl_used:
+            self._dest = _TO_RBUF
+        elif self._bl_used + 3 + rem <= len(self._backlog):
+            self._dest = _TO_BACKLOG
+        else:
+            self._stalled = True      # leave it in the socket until the app reads
+            return False
+        self._stalled = False
+        return True
+
+    def _advance(self, n):
+        """n bytes landed in self._view; returns True if a packet completed."""
+        if self._rem < 0:
+            self._hn += n
+            if self._hn < 2:
+                return False
+            rem = codec.decode_remaining(self._hdr, self._hn)
+            if rem < 0:
+                return False
+            codec.check_fixed_header(self._hdr[0], rem)
+            self._rem = rem
+            self._got = 0
+            self._dest = _NONE
+            if rem:
+                return False
+            # PINGRESP has no body: complete now
+        else:
+            if self._dest == _DRAIN:
+                self._drain_track(n)
+            self._got += n
+            if self._got < self._rem:
+                return False
+        self._last_rx = ticks_ms()
+        self._complete()
+        self._hn = 0
+        self._rem = -1
+        self._dest = _NONE
+        return True
+
+    def _complete(self):
+        first = self._hdr[0]
+        kind = first & 0xF0
+        s = self._small
+        if kind == codec.PUBLISH:
+            dest = self._dest
+            if dest == _TO_RBUF:
+                pid = self._deliver(self._rbuf, first, self._rem)
+            elif dest == _TO_BACKLOG:
+                pid = self._parse_publish(self._backlog[self._bl_used + 3:], first, self._rem)
+                bl = self._backlog
+                at = self._bl_used
+                bl[at] = first
+                bl[at + 1] = self._rem >> 8
+                bl[at + 2] = self._rem & 0xFF
+                self._bl_used = at + 3 + self._rem
+            else:
+                pid = self._drop_pid
+                self.dropped += 1
+                if self.on_drop:
+                    self.on_drop(self._rem)
+            if first & 0x06:
+                codec.encode_ack(self._ackbuf, codec.PUBACK, pid)
+                self._ack_pending = True
+            return
+        if kind == codec.PINGRESP:
+            self._ping_sent = False
+            return
+        pid = (s[0] << 8) | s[1]
+        if kind == codec.CONNACK:
+            if s[1] > 5 or s[0] & 0xFE:
+                raise MQTTError("malformed CONNACK")
+            self._connack = (s[0] << 8) | s[1]
+            self._acked(codec.CONNACK, 0)
+        elif kind == codec.PUBACK:
+            self._inflight.pop(pid, None)
+        elif kind == codec.SUBACK:
+            if s[2] not in (0, 1, 2, 0x80):
+                raise MQTTError("malformed SUBACK return code %d" % s[2])
+            if self._acked(codec.SUBACK, pid):
+                self._suback = s[2]
+        elif kind == codec.UNSUBACK:
+            self._acked(codec.UNSUBACK, pid)
+
+    def _acked(self, kind, pid):
+        if self._wait_kind == kind and self._wait_pid == pid:
+            self._wait_done = True
+            return True
+        return False
+
+    @staticmethod
+    def _parse_publish(body, first, rem):
+        """Validate a PUBLISH body; returns its packet id (0 for QoS 0)."""
+        tl = (body[0] << 8) | body[1]
+        qos = (first >> 1) & 3
+        if qos == 2:
+            raise MQTTError("QoS 2 PUBLISH from server (this client subscribes with QoS <= 1)")
+        head = 2 + tl + (2 if qos else 0)
+        if tl == 0 or head > rem:
+            raise MQTTError("malformed PUBLISH: topic length %d in %d bytes" % (tl, rem))
+        return (body[2 + tl] << 8) | body[3 + tl] if qos else 0
+
+    def _deliver(self, b, first, rem):
+        """Body in b[0:rem] -> topic at b[0:tl], payload after it; meta set."""
+        pid = self._parse_publish(b, first, rem)
+        tl = (b[0] << 8) | b[1]
+        gap = 4 if first & 0x06 else 2       # topic length (+ packet id) bytes
+        i = 0
+        while i < tl:                        # topic down by 2 (a loop: no allocation)
+            b[i] = b[i + 2]
+            i += 1
+        j = tl + gap
+        while j < rem:                       # payload down by gap
+            b[i] = b[j]
+            i += 1
+            j += 1
+        self._meta[0] = tl
+        self._meta[1] = i
+        self.msg_flags = first
+        self._unread = True
+        return pid
+
+    def _from_backlog(self):
+        """Move the oldest backlog message into the caller's buffer."""
+        bl = self._backlog
+        first = bl[0]
+        rem = (bl[1] << 8) | bl[2]
+        end = 3 + rem
+        self._rbuf[:rem] = bl[3:end]
+        if end < self._bl_used:
+            bl[:self._bl_used - end] = bl[end:self._bl_used]
+        self._bl_used -= end
+        self._deliver(self._rbuf, first, rem)
+
+    def _drain_track(self, n):
+        """Pick the topic length and packet id out of a message being dropped."""
+        got = self._got
+        sc = self._scratch
+        k = 0
+        while k < n:
+            pos = got + k
+            if pos < 2:
+                self._drop_tl = (self._drop_tl << 8) | sc[k]
+            elif pos == self._drop_tl + 2 or pos == self._drop_tl + 3:
+                self._drop_pid = ((self._drop_pid << 8) | sc[k]) & 0xFFFF
+            k += 1
+
+    # ---- I/O ------------------------------------------------------------
+
+    def _step_sync(self):
+        """One non-blocking read; True if bytes arrived."""
+        if not self._want():
+            return False
+        n = self._sock.readinto(self._view, self._need)
+        if n is None:
+            return False
+        if n == 0:
+            raise OSError(_ECONNRESET, "connection closed by the server")
+        self._advance(n)
+        if self._ack_pending:
+            self._ack_pending = False
+            self._write_sync(self._ackbuf, 4)
+        return True
+
+    async def _step_async(self):
+        if self._io_busy or not self._want():
+            return False
+        self._io_busy = True
+        try:
+            n = await self._sock.readinto(self._view, self._need)
+            if n is None:
+                return False
+            if n == 0:
+                raise OSError(_ECONNRESET, "connection closed by the server")
+            self._advance(n)
+            if self._ack_pending:
+                self._ack_pending = False
+                await self._write_async(self._ackbuf, 4)
+            return True
+        finally:
+            self._io_busy = False
+
+    def _write_sync(self, buf, n):
+        """All of buf[0:n], one write call when the socket takes it (it does
+        unless its send buffer is full: then retry, up to timeout_ms)."""
+        sock = self._sock
+        w = sock.write(buf, n)
+        if w != n:
+            off = w or 0
+            start = ticks_ms()
+            view = memoryview(buf)
+            while off < n:
+                if ticks_diff(ticks_ms(), start) > self._cfg["timeout_ms"]:
+                    raise OSError(_ETIMEDOUT, "socket write timed out")
+                w = sock.write(view[off:], n - off)
+                if w:
+                    off += w
+                else:
+                    sleep_ms(1)
+        self._last_tx = ticks_ms()
+
+    async def _write_async(self, buf, n):
+        off = 0
+        start = ticks_ms()
+        view = memoryview(buf)
+        while off < n:
+            w = await self._sock.write(view[off:] if off else buf, n - off)
+            if w:
+                off += w
+            else:
+                if ticks_diff(ticks_ms(), start) > self._cfg["timeout_ms"]:
+                    raise OSError(_ETIMEDOUT, "socket write timed out")
+                await _sleep_ms(1)
+        self._last_tx = ticks_ms()
+
+    async def _write(self, buf, n):
+        if self._sock is None:
+            raise OSError(_ENOTCONN, "not connected")
+        if not self._async:
+            self._write_sync(buf, n)
+            return
+        while self._io_busy:
+            await _sleep_ms(0)
+        self._io_busy = True
+        try:
+            await self._write_async(buf, n)
+        finally:
+            self._io_busy = False
+
+    async def _wait(self, kind, pid):
+        """Read until the ack (kind, pid) arrives.
+
+        True when it came; False when reading is stalled behind messages the
+        app has not read (the ack is handled by a later check_msg()).
+        Raises MQTTError after timeout_ms without it, OSError on link loss.
+        """
+        self._wait_kind = kind
+        self._wait_pid = pid
+        self._wait_done = False
+        start = ticks_ms()
+        try:
+            while not self._waited(kind, pid):
+                if self._sock is None:
+                    raise OSError(_ENOTCONN, "not connected")
+                if self._async:
+                    progressed = await self._step_async()
+                else:
+                    progressed = self._step_sync()
+                if self._waited(kind, pid):
+                    break
+                if self._stalled:
+                    return False
+                if progressed:
+                    continue
+                waited = ticks_diff(ticks_ms(), start)
+                if waited > self._cfg["timeout_ms"]:
+                    raise MQTTError("no reply (0x%02x, id %d) within %d ms" % (kind, pid, waited))
+                await _sleep_ms(0 if waited < 2 else 1)
+            return True
+        finally:
+            self._wait_kind = 0
+
+    def _waited(self, kind, pid):
+        # A PUBACK is told by its in-flight entry going away, so several
+        # QoS 1 publishes (from several tasks) can wait at once.
+        if kind == codec.PUBACK:
+            return pid not in self._inflight
+        return self._wait_done
+
+
+async def _quietly(aw):
+    try:
+        await aw
+    except Exception:       # closing a broken link: nothing left to report
+        pass
+
+
+def _jitter(span):
+    """A random delay in [0, span) ms, so a fleet does not reconnect in step."""
+    if span <= 0:
+        return 0
+    try:
+        import random
+        return random.getrandbits(16) % span
+    except (ImportError, AttributeError):
+        return ticks_ms() % span
