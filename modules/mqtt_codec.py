@@ -48,9 +48,13 @@ class MQTTError(Exception):
         self.code = code
 
 
+# A tuple written inside isinstance() would be built (allocated) per call.
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+
+
 def to_bytes(value, what):
     """Topics, payloads, ids and passwords as bytes (str accepted)."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if isinstance(value, _BYTES_TYPES):
         return value
     if isinstance(value, str):
         return value.encode()

@@ -5,6 +5,7 @@ writes its config into a folder of its own; `restart()` keeps the port and
 (with persistence on) the broker's session store, so tests can check what
 survives a broker restart.
 """
+import getpass
 import os
 import shutil
 import signal
@@ -36,6 +37,8 @@ class Broker:
             "log_dest file " + self.log_path,
             "log_type all",
             "connection_messages true",
+            # run as whoever runs the tests, so the log and store are writable
+            "user " + getpass.getuser(),
         ]
         if persistence:
             lines += ["persistence true",

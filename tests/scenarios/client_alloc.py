@@ -1,0 +1,77 @@
+# Heap accounting of the steady-state path (MicroPython: gc.mem_alloc with
+# the collector off; CPython runs the same loop for behaviour only).
+import asyncio
+import gc
+import sys
+
+from async_mqtt_client import AsyncMQTTClient
+from client_basic import config
+
+MICROPYTHON = sys.implementation.name == "micropython"
+sleep0 = asyncio.sleep_ms if MICROPYTHON else asyncio.sleep
+
+
+def mem():
+    return gc.mem_alloc() if MICROPYTHON else 0
+
+
+async def seed_loop(p):
+    """Publish 64 B QoS0 to our own subscription, poll check_msg() with
+    sleep_ms(0) between (the seed's loop) until it arrives; N rounds."""
+    rounds = p.get("rounds", 1000)
+    buf = bytearray(128)
+    client = AsyncMQTTClient(config(p, client_id=b"alloc-" + p["tag"].encode()), memoryview(buf))
+    await client.connect()
+    topic = b"alloc/" + p["tag"].encode()
+    payload = bytes(range(64))
+    await client.subscribe(topic)
+    polls = 0
+
+    async def run(n):
+        nonlocal polls
+        i = 0
+        while i < n:
+            await client.publish(topic, payload)
+            while not await client.check_msg():
+                polls += 1
+                await sleep0(0)
+            if client._meta[1] - client._meta[0] != 64:
+                raise AssertionError("wrong message length")
+            client.mark_read()
+            i += 1
+
+    await run(50)                       # warm up: buffers, dict entries, task queue
+    gc.collect()
+    gc.disable()
+    polls = 0
+    before = mem()
+    await run(rounds)
+    used = mem() - before
+    gc.enable()
+    await client.disconnect()
+    return {"rounds": rounds, "bytes": used, "per_round": used / rounds, "polls": polls}
+
+
+async def idle_polls_locked(p):
+    """check_msg() with nothing to read and QoS0 publishes to a topic nobody
+    reads, with the heap locked: any allocation raises MemoryError."""
+    import micropython
+    buf = bytearray(128)
+    client = AsyncMQTTClient(config(p, client_id=b"lock-" + p["tag"].encode()), memoryview(buf))
+    await client.connect()
+    topic = b"nobody/listens"
+    payload = bytes(64)
+    for _ in range(3):
+        await client.publish(topic, payload)
+        await client.check_msg()
+    n = 0
+    micropython.heap_lock()
+    try:
+        while n < 1000:
+            await client.publish(topic, payload)
+            r = await client.check_msg()
+            n += 1
+    finally:
+        micropython.heap_unlock()
+    await client.disconnect()
+    return [n, r]

@@ -1,0 +1,26 @@
+"""Heap use of the steady-state path under build/micropython (64-bit).
+
+The bound is the issue's: at most 128 B per publish-and-receive round of a
+64-byte QoS0 message to the client's own subscription, in the seed's poll
+loop, 1,000 rounds, the collector off.
+"""
+BOUND_PER_ROUND = 128
+
+
+def test_seed_loop_allocates_at_most_128_bytes_per_round(run_scenario, broker):
+    r = run_scenario("micropython", "client_alloc", "seed_loop", port=broker.port, tag="mp")
+    assert r["rounds"] == 1000
+    print("heap per round:", r)
+    assert r["per_round"] <= BOUND_PER_ROUND, r
+
+
+def test_seed_loop_behaves_the_same_on_cpython(run_scenario, broker):
+    r = run_scenario("cpython", "client_alloc", "seed_loop", port=broker.port, tag="cp",
+                     rounds=200)
+    assert r["rounds"] == 200
+
+
+def test_idle_poll_and_qos0_publish_allocate_nothing(run_scenario, broker):
+    n, r = run_scenario("micropython", "client_alloc", "idle_polls_locked",
+                        port=broker.port, tag="lk")
+    assert (n, r) == (1000, None)
