@@ -1,0 +1,71 @@
+# Shared by the firmware/*.sh scripts (sourced, not run).  Pinned source
+# versions, board lookup, error helpers and the host-tool lookup.
+
+# Debian (trixie) sources the images are built from.
+MICROPY_DEB_VERSION=${MICROPY_DEB_VERSION:-1.25.0+ds-1}
+PICO_SDK_DEB_VERSION=2.1.1-1             # binary package pico-sdk-source (all)
+TINYUSB_DEB_VERSION=0.18.0+dfsg-1        # binary package tinyusb-source (all)
+MBEDTLS_DEB_VERSION=3.6.6-0.1~deb13u1    # source package mbedtls
+PICOTOOL_DEB_VERSION=2.1.1+dfsg-1        # source package picotool
+# ESP-IDF versions MicroPython 1.25 supports (ports/esp32/README.md).
+IDF_SUPPORTED="v5.2, v5.2.2, v5.3, v5.4"
+IDF_RECOMMENDED=v5.2.2
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=$top/.cache
+JOBS=${JOBS:-$(nproc)}
+
+die() { echo "$me: $*" >&2; exit 1; }
+say() { echo "$me: $*" >&2; }
+
+boards_list() { (cd "$top/boards" && for d in */; do [ -f "$d/board.json" ] && printf '%s ' "${d%/}"; done); }
+
+# board_port BOARD: sets $board_dir and $port (rp2 or esp32) or dies listing the boards.
+board_port() {
+    local b=$1
+    [ -n "$b" ] || die "BOARD is empty; choose one of: $(boards_list)"
+    board_dir=$top/boards/$b
+    [ -f "$board_dir/board.json" ] || die "unknown BOARD=$b; the boards are: $(boards_list)(folders in boards/)"
+    port=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("port", ""))' "$board_dir/board.json")
+    case $port in
+        rp2|esp32) ;;
+        *) die "boards/$b/board.json has no \"port\": \"rp2\" or \"esp32\"" ;;
+    esac
+}
+
+need() {  # need TOOL WHAT-TO-INSTALL
+    command -v "$1" >/dev/null 2>&1 || die "'$1' not found; $2"
+}
+
+# The host tools from firmware/requirements.txt: .venv's copy first, then PATH.
+host_tool() {
+    if [ -x "$top/.venv/bin/$1" ]; then echo "$top/.venv/bin/$1"
+    elif command -v "$1" >/dev/null 2>&1; then command -v "$1"
+    else die "'$1' not found; run 'make firmware-tools' (installs firmware/requirements.txt into .venv)"
+    fi
+}
+
+# Source tree identity: MICROPY_DIR (a checkout of your own) or Debian's package.
+micropython_source() {
+    if [ -n "${MICROPY_DIR:-}" ]; then
+        mpy_src=$(realpath -m "$MICROPY_DIR")
+        [ -d "$mpy_src" ] || die "MICROPY_DIR=$MICROPY_DIR does not exist; point it at a MicroPython checkout (the folder holding py/ and ports/), or unset it to use Debian's source"
+        [ -f "$mpy_src/py/mkrules.cmake" ] && [ -d "$mpy_src/ports/$port" ] && [ -d "$mpy_src/mpy-cross" ] \
+            || die "MICROPY_DIR=$MICROPY_DIR is not a MicroPython source tree (no py/mkrules.cmake, ports/$port or mpy-cross/); point it at the top of a checkout"
+        mpy_id=$( (git -C "$mpy_src" rev-parse HEAD 2>/dev/null && git -C "$mpy_src" status --porcelain 2>/dev/null) || echo "$mpy_src")
+        mpy_tag=custom-$(echo "$mpy_src" | sha256sum | cut -c1-12)
+    else
+        mpy_src=$cache/debian/micropython-$MICROPY_DEB_VERSION
+        "$top/tools/debian-source.sh" source micropython "$MICROPY_DEB_VERSION" "$mpy_src"
+        mpy_id=debian-$MICROPY_DEB_VERSION
+        mpy_tag=debian-$MICROPY_DEB_VERSION
+    fi
+}
+
+# A folder holding only an empty README.md: satisfies MicroPython's
+# "micropython-lib submodule" check; our manifests require() nothing from it.
+empty_lib() {
+    local d=$cache/firmware/empty-lib
+    mkdir -p "$d" && touch "$d/README.md"
+    echo "$d"
+}
