@@ -1,0 +1,688 @@
+#!/usr/bin/env python3
+"""A SIM800L modem simulator that speaks the AT dialogue and bridges to real TCP.
+
+The driver (modules/sim800l.py) talks to it exactly as it would talk to a
+modem on /dev/ttyUSB0: through a pty (`--pty`) or through a TCP socket that
+stands in for the UART (`--tcp PORT`; the MicroPython unix port has no UART).
+What the simulator answers follows the SIM800 Series AT Command Manual
+(V1.09, chapters 2-3 and 8 "TCPIP Application Toolkit"):
+
+  * command lines end with <CR>; with ATE1 (the power-on default) every byte
+    typed is echoed, including the data typed after the '>' prompt;
+  * results are framed "\\r\\nOK\\r\\n" / "\\r\\nERROR\\r\\n", intermediate
+    lines "\\r\\n+CSQ: 20,0\\r\\n";
+  * single-connection TCP/IP (AT+CIPMUX=0) with the states AT+CIPSTATUS
+    reports (IP INITIAL, IP START, IP CONFIG, IP GPRSACT, IP STATUS,
+    TCP CONNECTING, CONNECT OK, TCP CLOSED, IP CLOSE, PDP DEACT);
+  * AT+CIPSTART answers OK, then CONNECT OK / "STATE: ..." + CONNECT FAIL /
+    ALREADY CONNECT; it is refused (ERROR) outside IP INITIAL, IP STATUS and
+    after a closed connection;
+  * AT+CIPSEND=<n> prompts "\\r\\n> ", takes exactly n bytes and confirms with
+    SEND OK (AT+CIPQSEND=0) or DATA ACCEPT:<n> (AT+CIPQSEND=1), or SEND FAIL;
+  * manual receive (AT+CIPRXGET=1): URC "+CIPRXGET: 1" once when data waits
+    (again only after a read), AT+CIPRXGET=2,<len> answers
+    "+CIPRXGET: 2,<got>,<still waiting>" + raw bytes + OK (the third number
+    is what TinyGSM observed on real modules), AT+CIPRXGET=4 the count waiting;
+  * AT+CIFSR answers the bare IP address without OK; AT+CIPSTATUS answers OK
+    *then* the STATE line; AT+CIPSHUT answers SHUT OK, AT+CIPCLOSE CLOSE OK;
+  * URCs between lines: CLOSED, +PDP: DEACT, RING, UNDER-VOLTAGE WARNNING
+    (sic), UNDER-VOLTAGE POWER DOWN, and after a reset RDY, +CFUN: 1,
+    +CPIN: READY, Call Ready, SMS Ready.
+
+Fault injection (each one is used by tests/test_sim800l*.py):
+  global knobs  delay_ms (every response late), split (responses written in
+                chunks of that many bytes, split_gap_ms apart), miss_rx_urc;
+  arm(kind, on=b"AT+CIPSEND", nth=1, **arg)  fires when the nth matching
+                command line arrives (counted from arming);
+  fire(kind, **arg)  fires now, from any thread.
+  kinds: delay, split, urc_mid, garbage, send_fail, connect_fail, closed,
+         pdp_deact, silence, reset, power_down, drop_rx_urc, urc.
+
+CLI:  python3 host/sim800l_sim.py --pty            prints  PTY /dev/pts/N
+      python3 host/sim800l_sim.py --tcp 5000       prints  TCP 127.0.0.1:5000
+      --dns name=1.2.3.4 maps names for AT+CIPSTART/AT+CDNSGIP; -v logs the dialogue.
+"""
+import argparse
+import os
+import random
+import select
+import socket
+import sys
+import threading
+import time
+
+BOOT_URCS = (b"RDY", b"+CFUN: 1", b"+CPIN: READY", b"Call Ready", b"SMS Ready")
+RX_MAX = 1460          # manual: <reqlength> of AT+CIPRXGET=2 is 1..1460
+SEND_MAX = 1460        # what AT+CIPSEND? reports for a TCP link
+LOCAL_IP = b"10.64.23.7"
+# States in which AT+CIFSR answers (PDP context active).
+CTX_STATES = ("IP GPRSACT", "IP STATUS", "TCP CONNECTING", "CONNECT OK",
+              "TCP CLOSED", "IP CLOSE")
+
+
+def crlf(line):
+    return b"\r\n" + line + b"\r\n"
+
+
+class Fault:
+    def __init__(self, kind, on, nth, arg):
+        self.kind, self.on, self.left, self.arg = kind, on, nth, arg
+
+
+class Sim800L:
+    """One simulated modem. Thread-safe API: arm(), fire(), close(), counters."""
+
+    def __init__(self, dns=None, delay_ms=0, split=0, split_gap_ms=1,
+                 registration=1, reg_delay_ms=0, sim="READY", csq=(18, 0),
+                 expect_apn=None, rx_buffer=8192, miss_rx_urc=False,
+                 boot_ms=30, verbose=False, seed=None):
+        self.dns = dict(dns or {})
+        self.delay_ms, self.split, self.split_gap_ms = delay_ms, split, split_gap_ms
+        self.registration, self.reg_delay_ms = registration, reg_delay_ms
+        self.sim, self.csq, self.expect_apn = sim, csq, expect_apn
+        self.rx_buffer, self.miss_rx_urc = rx_buffer, miss_rx_urc
+        self.boot_ms, self.verbose = boot_ms, verbose
+        self.rand = random.Random(seed)
+        self.lock = threading.RLock()
+        self.faults = []
+        self.counts = {}          # command name -> how many received
+        self.fired = {}           # fault kind -> how many fired
+        self.uart_in = self.uart_out = 0
+        self.tcp_up = self.tcp_down = 0
+        self.dialogue = []        # (direction, bytes), kept short
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._listen = self._uart = self._pty = None
+        self._thread = None
+        self._running = False
+        self._power_on_defaults()
+
+    # ---- modem state -------------------------------------------------
+    def _power_on_defaults(self):
+        self.echo = True
+        self.mux = 0
+        self.rxget = 0
+        self.qsend = 0
+        self.state = "IP INITIAL"
+        self.apn = None
+        self.powered = True
+        self.booting_until = 0.0
+        self.silent_until = 0.0       # inf = hung until reset
+        self.boot_time = time.monotonic()
+        self.cmd = bytearray()
+        self.data_left = 0           # bytes still expected after '>'
+        self.data_ctrlz = False      # AT+CIPSEND without length: ends at ^Z
+        self.data = bytearray()
+        self.send_fault = None
+        self.remote = None
+        self.connecting = None       # (socket, deadline) while TCP CONNECTING
+        self.rxbuf = bytearray()
+        self.rx_reported = False
+        self.acked = 0
+        self.out = []                # [(due, bytes)]
+        self.last_due = 0.0
+        self.urc_mid = None
+        self.cur_delay = None
+        self.cur_split = None
+
+    # ---- transports ----------------------------------------------------
+    def listen_tcp(self, port=0, host="127.0.0.1"):
+        """Serve the UART on a TCP port (one client at a time); returns the port."""
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(1)
+        s.setblocking(False)
+        self._listen = s
+        self.port = s.getsockname()[1]
+        return self.port
+
+    def open_pty(self):
+        """Serve the UART on a pty in raw mode; returns the slave's path."""
+        import tty
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._pty, self._pty_slave = master, slave
+        self.pty_path = os.ttyname(slave)
+        return self.pty_path
+
+    def start(self):
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="sim800l", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self):
+        self._running = False
+        self._wake()
+        if self._thread:
+            self._thread.join(5)
+        for s in (self._listen, self._uart, self.remote, self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+        if self._pty is not None:
+            os.close(self._pty)
+            os.close(self._pty_slave)
+
+    __enter__ = start
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- fault API -----------------------------------------------------
+    def arm(self, kind, on=b"AT", nth=1, **arg):
+        """Fire `kind` when the nth command line starting with `on` arrives."""
+        if isinstance(on, str):
+            on = on.encode()
+        with self.lock:
+            self.faults.append(Fault(kind, on.upper(), nth, arg))
+
+    def fire(self, kind, **arg):
+        """Fire `kind` now (from the test's thread)."""
+        with self.lock:
+            self._apply(kind, arg)
+        self._wake()
+
+    def armed(self):
+        with self.lock:
+            return [f.kind for f in self.faults]
+
+    def _wake(self):
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _count(self, d, k):
+        d[k] = d.get(k, 0) + 1
+
+    def _apply(self, kind, arg):
+        """Faults that act on their own, not on a command's reply."""
+        self._count(self.fired, kind)
+        if kind == "closed":
+            if self.state in ("CONNECT OK", "TCP CONNECTING"):
+                self._drop_remote("TCP CLOSED")
+                self._urc(b"CLOSED")
+        elif kind == "pdp_deact":
+            self._drop_remote("PDP DEACT")
+            self.state = "PDP DEACT"
+            self._urc(b"+PDP: DEACT")
+        elif kind == "garbage":
+            n = arg.get("n", 12)
+            junk = bytes(self.rand.choice(b"\x00\xff\xfe\x80#%&*~?=Zz9") for _ in range(n))
+            self._emit(junk + b"\r\n" + bytes(self.rand.choice(b"xyzQW@!") for _ in range(5)) + b"\r\n")
+        elif kind == "silence":
+            secs = arg.get("seconds")
+            self.silent_until = float("inf") if secs is None else time.monotonic() + secs
+            self.out = []
+        elif kind == "reset":
+            self._reset()
+        elif kind == "power_down":
+            self._urc(b"UNDER-VOLTAGE POWER DOWN")
+            self._drop_remote("IP INITIAL")
+            self.powered = False
+        elif kind == "power_on":
+            self._reset()
+        elif kind == "urc":
+            self._urc(arg["text"])
+        elif kind == "drop_rx_urc":
+            self.rx_reported = True     # as if reported: the URC never comes
+        else:
+            raise ValueError("unknown fault " + kind)
+
+    def _reset(self):
+        """Power cycle / RST pin: the link drops, defaults return, boot URCs follow."""
+        self._drop_remote("IP INITIAL")
+        self._power_on_defaults()
+        self.booting_until = time.monotonic() + self.boot_ms / 1000
+        due = self.booting_until
+        for u in BOOT_URCS:
+            self.out.append((due, crlf(u)))
+        self.last_due = due
+
+    # ---- output ----------------------------------------------------------
+    def _emit(self, data, delay_ms=None):
+        """Queue bytes for the UART, in order, honouring the delay/split knobs."""
+        if not self.powered or self.silent_until > time.monotonic():
+            return
+        delay = self.delay_ms if delay_ms is None else delay_ms
+        if self.cur_delay is not None:
+            delay += self.cur_delay
+        due = max(time.monotonic() + delay / 1000, self.last_due)
+        split = self.cur_split or self.split
+        if split:
+            for i in range(0, len(data), split):
+                self.out.append((due, data[i:i + split]))
+                due += self.split_gap_ms / 1000
+        else:
+            self.out.append((due, data))
+        self.last_due = due
+
+    def _urc(self, line):
+        self._emit(crlf(line))
+
+    def _reply(self, *lines):
+        """A multi-line reply; an armed urc_mid lands after its first line."""
+        if self.urc_mid is not None and len(lines) > 1:
+            lines = (lines[0], self.urc_mid) + lines[1:]
+            self.urc_mid = None
+        self._emit(b"".join(crlf(x) for x in lines))
+
+    def _log(self, d, b):
+        if self.verbose:
+            print("%s %r" % (d, bytes(b)), file=sys.stderr, flush=True)
+        if len(self.dialogue) < 5000:
+            self.dialogue.append((d, bytes(b)))
+
+    # ---- the loop ----------------------------------------------------------
+    def _loop(self):
+        while self._running:
+            now = time.monotonic()
+            with self.lock:
+                self._flush(now)
+                self._tick(now)
+                rl, wl = [self._wake_r], []
+                uart = self._uart_fd()
+                if self._listen is not None:
+                    rl.append(self._listen)
+                if uart is not None:
+                    rl.append(uart)
+                if self.remote is not None and len(self.rxbuf) < self.rx_buffer:
+                    rl.append(self.remote)
+                if self.connecting is not None:
+                    wl.append(self.connecting[0])
+                timeout = 0.05
+                if self.out:
+                    timeout = max(0.0, min(timeout, self.out[0][0] - now))
+            r, w, _ = select.select(rl, wl, [], timeout)
+            with self.lock:
+                if self._wake_r in r:
+                    self._wake_r.recv(4096)
+                if self._listen is not None and self._listen in r:
+                    conn, _ = self._listen.accept()
+                    if self._uart is not None:
+                        self._uart.close()
+                    self._uart = conn
+                    conn.setblocking(False)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    continue
+                if uart is not None and uart in r:
+                    self._read_uart()
+                if self.connecting is not None and self.connecting[0] in w:
+                    self._connected()
+                if self.remote is not None and self.remote in r:
+                    self._read_remote()
+
+    def _uart_fd(self):
+        return self._pty if self._pty is not None else self._uart
+
+    def _flush(self, now):
+        while self.out and self.out[0][0] <= now:
+            _, data = self.out.pop(0)
+            self._write_uart(data)
+
+    def _write_uart(self, data):
+        self._log("<", data)
+        self.uart_out += len(data)
+        try:
+            if self._pty is not None:
+                os.write(self._pty, data)
+            elif self._uart is not None:
+                self._uart.setblocking(True)
+                self._uart.sendall(data)
+                self._uart.setblocking(False)
+        except OSError:
+            pass
+
+    def _tick(self, now):
+        if self.connecting is not None and now > self.connecting[1]:
+            self.connecting[0].close()
+            self.connecting = None
+            self.state = "TCP CLOSED"
+            self._reply(b"STATE: TCP CLOSED", b"CONNECT FAIL")
+
+    def _read_uart(self):
+        try:
+            if self._pty is not None:
+                data = os.read(self._pty, 4096)
+            else:
+                data = self._uart.recv(4096)
+                if not data:
+                    self._uart.close()
+                    self._uart = None
+                    return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        self.uart_in += len(data)
+        self._log(">", data)
+        now = time.monotonic()
+        if not self.powered or now < self.booting_until or self.silent_until > now:
+            return                    # off, booting or hung: the bytes are lost
+        for i in range(len(data)):
+            self._byte(data[i:i + 1])
+
+    def _byte(self, b):
+        if self.data_left or self.data_ctrlz:
+            if self.echo:
+                self._emit(b, 0)
+            if self.data_ctrlz:
+                if b == b"\x1a":
+                    self.data_ctrlz = False
+                    self._send_done()
+                elif b == b"\x1b":
+                    self.data_ctrlz = False
+                    self.data = bytearray()
+                    self._reply(b"OK")
+                else:
+                    self.data += b
+                return
+            self.data += b
+            self.data_left -= 1
+            if not self.data_left:
+                self._send_done()
+            return
+        if b == b"\n" and not self.cmd:
+            return
+        if self.echo:
+            self._emit(b, 0)
+        if b == b"\r":
+            line, self.cmd = bytes(self.cmd).strip(), bytearray()
+            if line:
+                self._command(line)
+        else:
+            self.cmd += b
+
+    # ---- commands ------------------------------------------------------------
+    def _command(self, line):
+        up = line.upper()
+        if not up.startswith(b"AT"):
+            return self._reply(b"ERROR")
+        name = up.split(b"=")[0].split(b"?")[0]
+        self._count(self.counts, name.decode(errors="replace"))
+        fault = None
+        for f in self.faults:
+            if up.startswith(f.on):
+                f.left -= 1
+                if f.left <= 0:
+                    fault = f
+                    break
+        if fault is not None:
+            self.faults.remove(fault)
+            self._count(self.fired, fault.kind)
+            k, a = fault.kind, fault.arg
+            if k == "reset":
+                return self._reset()
+            if k == "silence":
+                return self._apply("silence", a)
+            if k == "power_down":
+                return self._apply("power_down", a)
+            if k == "delay":
+                self.cur_delay = a.get("ms", 200)
+            elif k == "split":
+                self.cur_split = a.get("size", 1)
+            elif k == "urc_mid":
+                self.urc_mid = a.get("text", b"RING")
+            elif k == "garbage":
+                self._apply("garbage", a)
+            elif k == "drop_rx_urc":
+                self.rx_reported = True
+            elif k in ("send_fail", "connect_fail"):
+                self.send_fault = k
+        try:
+            self._dispatch(up, line)
+        finally:
+            self.cur_delay = self.cur_split = None
+            self.urc_mid = None
+        if fault is not None and fault.kind in ("closed", "pdp_deact", "urc"):
+            self._apply(fault.kind, fault.arg)
+            self.fired[fault.kind] -= 1     # counted once above
+
+    def _dispatch(self, up, line):
+        arg = line[line.index(b"=") + 1:] if b"=" in line else b""
+        body = up[2:]
+        ok = lambda *info: self._reply(*(info + (b"OK",)))
+        if body in (b"", b"&W", b"+CIURC=0", b"+CBATCHK=1", b"+IFC=0,0") or body.startswith(
+                (b"+IPR=", b"+CMEE=", b"+CFUN=")):
+            return ok()
+        if body in (b"E0", b"E1"):
+            self.echo = body == b"E1"
+            return ok()
+        if body == b"I":
+            return ok(b"SIM800 R14.18")
+        if body == b"+CPIN?":
+            if self.sim == "NOT INSERTED":
+                return self._reply(b"+CME ERROR: 10")
+            return ok(b"+CPIN: " + self.sim.encode())
+        if body == b"+CSQ":
+            return ok(b"+CSQ: %d,%d" % self.csq)
+        if body in (b"+CREG?", b"+CGREG?"):
+            stat = self.registration
+            if (time.monotonic() - self.boot_time) * 1000 < self.reg_delay_ms:
+                stat = 2                      # not registered, searching
+            return ok(body[:-1] + b": 0,%d" % stat)
+        if body == b"+CGATT?":
+            return ok(b"+CGATT: %d" % (1 if self.registration in (1, 5) else 0))
+        if body.startswith(b"+CGATT="):
+            return ok()
+        if body == b"+CIPSHUT":
+            self._drop_remote("IP INITIAL")
+            self.state = "IP INITIAL"
+            return self._reply(b"SHUT OK")
+        if body.startswith(b"+CIPMUX="):
+            # Manual: only in IP INITIAL.  Only single-connection mode is simulated.
+            if self.state != "IP INITIAL" or arg.strip() != b"0":
+                return self._reply(b"ERROR")
+            return ok()
+        if body.startswith(b"+CIPQSEND="):
+            self.qsend = int(arg)
+            return ok()
+        if body.startswith(b"+CIPRXGET"):
+            return self._ciprxget(body, arg)
+        if body.startswith(b"+CSTT"):
+            if self.state != "IP INITIAL":
+                return self._reply(b"ERROR")
+            parts = [p.strip().strip(b'"') for p in arg.split(b",")] if arg else [b"CMNET"]
+            self.apn = parts[0]
+            self.state = "IP START"
+            return ok()
+        if body == b"+CIICR":
+            if self.state != "IP START" or (self.expect_apn is not None and
+                                            self.apn != self.expect_apn.encode()):
+                return self._reply(b"ERROR")
+            self.state = "IP GPRSACT"
+            return ok()
+        if body == b"+CIFSR":
+            if self.state not in CTX_STATES:
+                return self._reply(b"ERROR")
+            if self.state == "IP GPRSACT":
+                self.state = "IP STATUS"
+            return self._emit(crlf(LOCAL_IP))       # manual: no OK after the address
+        if body == b"+CIPSTATUS":
+            return self._reply(b"OK", b"STATE: " + self.state.encode())
+        if body.startswith(b"+CIPSTART="):
+            return self._cipstart(line[len(b"AT+CIPSTART="):])
+        if body == b"+CIPSEND?":
+            return ok(b"+CIPSEND: %d" % SEND_MAX)
+        if body.startswith(b"+CIPSEND"):
+            return self._cipsend(arg)
+        if body.startswith(b"+CIPCLOSE"):
+            if self.state not in ("CONNECT OK", "TCP CONNECTING"):
+                return self._reply(b"ERROR")
+            self._drop_remote("IP CLOSE")
+            return self._reply(b"CLOSE OK")
+        if body == b"+CIPACK":
+            return ok(b"+CIPACK: %d,%d,0" % (self.tcp_up, self.tcp_up))
+        if body.startswith(b"+CDNSGIP="):
+            if self.state not in CTX_STATES:
+                return self._reply(b"ERROR")
+            host = arg.strip().strip(b'"')
+            ok()
+            ip = self._resolve(host.decode())
+            if ip is None:
+                return self._urc(b"+CDNSGIP: 0,8")
+            return self._urc(b'+CDNSGIP: 1,"%s","%s"' % (host, ip.encode()))
+        return self._reply(b"ERROR")
+
+    def _ciprxget(self, body, arg):
+        if body == b"+CIPRXGET?":
+            return self._reply(b"+CIPRXGET: %d" % self.rxget, b"OK")
+        nums = [int(x) for x in arg.split(b",") if x.strip()]
+        mode = nums[0] if nums else -1
+        if mode in (0, 1):
+            self.rxget = mode
+            return self._reply(b"OK")
+        if self.rxget != 1 or self.state not in ("CONNECT OK", "TCP CLOSED"):
+            return self._reply(b"ERROR")
+        if mode == 4:
+            return self._reply(b"+CIPRXGET: 4,%d" % len(self.rxbuf), b"OK")
+        if mode == 2 and len(nums) == 2 and 1 <= nums[1] <= RX_MAX:
+            n = min(nums[1], len(self.rxbuf))
+            data = bytes(self.rxbuf[:n])
+            del self.rxbuf[:n]
+            self.rx_reported = False   # the next arrival is reported again
+            head = crlf(b"+CIPRXGET: 2,%d,%d" % (n, len(self.rxbuf)))
+            if self.urc_mid is not None:        # a URC may come before the block
+                head = crlf(self.urc_mid) + head
+                self.urc_mid = None
+            self._emit(head + data + crlf(b"OK"))
+            self._window()
+            return
+        return self._reply(b"ERROR")
+
+    def _resolve(self, host):
+        if host in self.dns:
+            return self.dns[host]
+        try:
+            socket.inet_aton(host)
+            return host
+        except OSError:
+            pass
+        try:
+            return socket.gethostbyname(host)
+        except OSError:
+            return None
+
+    def _cipstart(self, args):
+        parts = [p.strip().strip(b'"') for p in args.split(b",")]
+        if self.state == "CONNECT OK":
+            return self._reply(b"ERROR", b"ALREADY CONNECT")
+        if len(parts) != 3 or parts[0].upper() != b"TCP" or self.state not in (
+                "IP INITIAL", "IP STATUS", "IP CLOSE", "TCP CLOSED"):
+            return self._reply(b"ERROR")
+        self._reply(b"OK")
+        self.state = "TCP CONNECTING"
+        self.rxbuf = bytearray()
+        self.rx_reported = False
+        ip = self._resolve(parts[1].decode())
+        if self.send_fault == "connect_fail" or ip is None:
+            self.send_fault = None
+            self.state = "TCP CLOSED"
+            return self._reply(b"STATE: TCP CLOSED", b"CONNECT FAIL")
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((ip, int(parts[2])))
+        self.connecting = (s, time.monotonic() + 10)
+
+    def _connected(self):
+        s, _ = self.connecting
+        self.connecting = None
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            s.close()
+            self.state = "TCP CLOSED"
+            return self._reply(b"STATE: TCP CLOSED", b"CONNECT FAIL")
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.remote = s
+        self.state = "CONNECT OK"
+        self._urc(b"CONNECT OK")
+
+    def _cipsend(self, arg):
+        if self.state != "CONNECT OK":
+            self.send_fault = None
+            return self._reply(b"ERROR")
+        if arg:
+            n = int(arg)
+            if not 1 <= n <= SEND_MAX:
+                return self._reply(b"ERROR")
+            self.data_left = n
+        else:
+            self.data_ctrlz = True
+        self.data = bytearray()
+        self._emit(b"\r\n> ")
+
+    def _send_done(self):
+        data, self.data = bytes(self.data), bytearray()
+        if self.send_fault == "send_fail" or self.remote is None:
+            self.send_fault = None
+            return self._reply(b"SEND FAIL")
+        try:
+            self.remote.sendall(data)
+        except OSError:
+            return self._reply(b"SEND FAIL")
+        self.tcp_up += len(data)
+        self._reply(b"DATA ACCEPT:%d" % len(data) if self.qsend else b"SEND OK")
+
+    def _read_remote(self):
+        try:
+            data = self.remote.recv(self.rx_buffer - len(self.rxbuf))
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_remote("TCP CLOSED")
+            self._urc(b"CLOSED")
+            return
+        self.tcp_down += len(data)
+        if self.rxget == 1:
+            self.rxbuf += data
+            if not self.rx_reported:
+                self.rx_reported = True
+                if not self.miss_rx_urc:
+                    self._urc(b"+CIPRXGET: 1")
+        else:
+            self._emit(data)       # automatic receive: raw bytes, no header
+
+    def _window(self):
+        pass   # reading resumes on its own: the loop polls the remote while there is room
+
+    def _drop_remote(self, state):
+        for s in (self.remote, self.connecting and self.connecting[0]):
+            if s:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        self.remote = self.connecting = None
+        if state != "TCP CLOSED":
+            self.rxbuf = bytearray()
+        self.state = state
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--pty", action="store_true", help="serve the UART on a pty")
+    g.add_argument("--tcp", type=int, metavar="PORT", help="serve the UART on 127.0.0.1:PORT (0: any)")
+    ap.add_argument("--dns", action="append", default=[], metavar="NAME=IP")
+    ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--split", type=int, default=0)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    sim = Sim800L(dns=dict(x.split("=", 1) for x in a.dns), delay_ms=a.delay_ms,
+                  split=a.split, verbose=a.verbose)
+    if a.pty:
+        print("PTY", sim.open_pty(), flush=True)
+    else:
+        print("TCP 127.0.0.1:%d" % sim.listen_tcp(a.tcp), flush=True)
+    sim.start()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sim.close()
+
+
+if __name__ == "__main__":
+    main()

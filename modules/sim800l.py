@@ -1,0 +1,674 @@
+# SIM800L 2G modem as a socket, over AT commands on a UART.
+#
+#   modem = SIM800L(uart, apn="internet")
+#   await modem.start()                       # bring-up: AT sync, SIM, network, GPRS
+#   sock_cls = modem.socket_class(async_=True)
+#   await client.connect(sock_cls=sock_cls, async_sock=True)
+#
+# One TCP link at a time (AT+CIPMUX=0).  Data is received in manual mode
+# (AT+CIPRXGET=1): the modem announces data with the URC "+CIPRXGET: 1" and we
+# fetch it with AT+CIPRXGET=2,<len>, so network bytes never land in the middle
+# of another command's reply.  Sends use AT+CIPQSEND=1: "DATA ACCEPT:<n>"
+# confirms once the modem has the bytes, without waiting for the server's ACK.
+#
+# Everything runs through one parser (_pump/_feed/_line) that reads whatever
+# the UART holds and turns lines into result bits (self._seen) and state
+# (URCs: CLOSED, +PDP: DEACT, RDY...).  Operations are generators that send a
+# command, then yield until a result bit appears or a deadline passes; the
+# sync flavour drives them with sleep_ms, the async one with asyncio.  The
+# data path reuses preallocated buffers: bytes are copied by index, numbers
+# parsed and written by index, so nothing is allocated per byte or per line.
+import errno
+
+try:
+    from time import sleep_ms, ticks_diff, ticks_ms
+except ImportError:                      # CPython
+    import time as _time
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def sleep_ms(ms):
+        _time.sleep(ms / 1000)
+
+import asyncio
+
+_asleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+# Result bits set by the parser while a command is pending.
+_OK = const(1)
+_ERROR = const(2)
+_SHUT_OK = const(4)
+_CLOSE_OK = const(8)
+_CONNECT_OK = const(16)
+_CONNECT_FAIL = const(32)
+_ALREADY = const(64)
+_SEND_OK = const(128)
+_SEND_FAIL = const(256)
+_ACCEPT = const(512)
+_INFO = const(1024)        # a line starting with the pending command's `want` prefix
+_PROMPT = const(2048)      # the "> " of AT+CIPSEND
+_FINAL = const(3)          # _OK | _ERROR
+
+_LINE_MAX = const(128)
+
+# Deadlines (ms).  The long ones are the manual's "max response time".
+TIMEOUTS = {
+    "at": 3000,          # ordinary commands
+    "sync": 10000,       # AT until OK after power-up (autobaud)
+    "sim": 10000,        # AT+CPIN? until READY (manual: 5 s)
+    "reg": 60000,        # AT+CREG?/AT+CGREG? until registered
+    "cipshut": 65000,    # manual: 65 s
+    "ciicr": 85000,      # manual: 85 s
+    "cipstart": 75000,   # manual: 75 s (160 s from IP INITIAL; we start from IP STATUS)
+    "send": 10000,       # '>' prompt, then DATA ACCEPT
+    "rx": 5000,          # AT+CIPRXGET=2 reply
+}
+
+
+class SIM800L:
+    """The modem.  Counters for benchmarks: at_commands, uart_tx, uart_rx, urcs."""
+
+    def __init__(self, uart, apn="", user="", password="", pin=None, rxbuf=512,
+                 max_send=1460, timeouts=None, poll_ms=1, rx_poll_ms=1000,
+                 pwrkey=None, reset_pin=None):
+        self._uart = uart
+        self._apn, self._user, self._password, self._pin = apn, user, password, pin
+        self.t = dict(TIMEOUTS)
+        if timeouts:
+            self.t.update(timeouts)
+        self._poll_ms = poll_ms
+        self._rx_poll_ms = rx_poll_ms    # fetch without a URC this often (modules miss URCs)
+        self._max_send = max_send
+        self._pwrkey, self._reset_pin = pwrkey, reset_pin
+        # Preallocated buffers: UART chunk, line, last wanted info line, data, command.
+        self._chunk = bytearray(64)
+        self._line = bytearray(_LINE_MAX)
+        self._ln = 0
+        self._info = bytearray(_LINE_MAX)
+        self._info_n = 0
+        self._want = None
+        self._rx = bytearray(min(rxbuf, 1460))
+        self._rxhead = self._rxtail = 0
+        self._data_left = 0              # raw bytes still due in a +CIPRXGET: 2 block
+        self._rxget_cmd = b"AT+CIPRXGET=2," + str(len(self._rx)).encode() + b"\r"
+        self._cmd = bytearray(b"AT+CIPSEND=\x00\x00\x00\x00\x00")
+        self._busy = False
+        self._seen = 0
+        self._abort = 0
+        self._expect_cpin = False
+        # Modem and link state.
+        self._needs_start = True
+        self._ctx_up = False
+        self._linked = False
+        self._gen = 0                    # bumps at each connect: stale sockets see ENOTCONN
+        self._reset_link()
+        self.ip = None
+        self.rssi = 99
+        self.at_commands = self.uart_tx = self.uart_rx = self.urcs = 0
+        self.warnings = self.rings = self.reboots = self.junk = 0
+
+    # ---- public --------------------------------------------------------
+    async def start(self, hard_reset=False):
+        """Bring the modem up (see _g_start); raises OSError with a reason."""
+        await self._arun(self._g_start(hard_reset))
+
+    def start_blocking(self, hard_reset=False):
+        self._run(self._g_start(hard_reset))
+
+    def socket_class(self, async_=False):
+        """A class the MQTT client can instantiate with no arguments."""
+        modem = self
+        base = AsyncModemSocket if async_ else ModemSocket
+
+        class Socket(base):
+            def __init__(self):
+                base.__init__(self, modem)
+        return Socket
+
+    def stats(self):
+        return {"at_commands": self.at_commands, "uart_tx": self.uart_tx,
+                "uart_rx": self.uart_rx, "urcs": self.urcs, "warnings": self.warnings,
+                "rings": self.rings, "reboots": self.reboots, "junk": self.junk}
+
+    # ---- drivers for the generators ----------------------------------------
+    def _run(self, g):
+        for _ in g:
+            sleep_ms(self._poll_ms)
+
+    async def _arun(self, g):
+        while self._busy:                # one AT dialogue at a time across tasks
+            await _asleep_ms(self._poll_ms)
+        self._busy = True
+        try:
+            for _ in g:
+                await _asleep_ms(self._poll_ms)
+        finally:
+            self._busy = False
+
+    # ---- the parser ----------------------------------------------------------
+    def _pump(self):
+        u, c = self._uart, self._chunk
+        while True:
+            n = u.readinto(c, 64)
+            if not n:
+                return
+            self.uart_rx += n
+            self._feed(n)
+
+    def _feed(self, n):
+        c, line, i = self._chunk, self._line, 0
+        while i < n:
+            if self._data_left:          # raw bytes of an AT+CIPRXGET=2 reply
+                k = self._data_left
+                if k > n - i:
+                    k = n - i
+                rx, t = self._rx, self._rxtail
+                for j in range(i, i + k):
+                    rx[t] = c[j]
+                    t += 1
+                self._rxtail = t
+                self._data_left -= k
+                i += k
+                continue
+            b = c[i]
+            i += 1
+            if b == 10:                  # LF ends a line; CR is dropped
+                if self._ln:
+                    self._do_line()
+                self._ln = 0
+            elif b != 13:
+                if self._ln < _LINE_MAX:
+                    line[self._ln] = b
+                    self._ln += 1
+                if self._ln == 2 and b == 32 and line[0] == 62:   # "> " has no line end
+                    self._seen |= _PROMPT
+                    self._ln = 0
+
+    def _is(self, s):
+        n = len(s)
+        if self._ln != n:
+            return False
+        return self._pre(s)
+
+    def _pre(self, s):
+        line = self._line
+        if self._ln < len(s):
+            return False
+        for i in range(len(s)):
+            if line[i] != s[i]:
+                return False
+        return True
+
+    def _num(self, i):
+        """The decimal number at line[i:], and where it ends in self._end."""
+        line, n, v = self._line, self._ln, 0
+        while i < n and 48 <= line[i] <= 57:
+            v = v * 10 + line[i] - 48
+            i += 1
+        self._end = i
+        return v
+
+    def _do_line(self):
+        line = self._line
+        if line[0] == 65 and self._ln > 1 and line[1] == 84:   # "AT...": our echo
+            return
+        if self._is(b"OK"):
+            self._seen |= _OK
+        elif self._is(b"ERROR") or self._pre(b"+CME ERROR"):
+            self._seen |= _ERROR
+        elif self._pre(b"+CIPRXGET: "):
+            mode = line[11]
+            if mode == 49:               # '1': data waits in the modem (URC)
+                self._rx_pending = True
+                self.urcs += 1
+            elif mode == 50:             # '2,<got>,<left>' and the raw bytes follow
+                got = self._num(13)
+                self._modem_avail = self._num(self._end + 1)
+                if got > len(self._rx) - self._rxtail:
+                    self._lost(errno.EIO)    # more than asked for: the stream is not ours
+                else:
+                    self._data_left = got
+            elif mode == 52:             # '4,<left>'
+                self._modem_avail = self._num(13)
+        elif self._pre(b"DATA ACCEPT:"):
+            self._seen |= _ACCEPT
+        elif self._is(b"SEND OK"):
+            self._seen |= _SEND_OK
+        elif self._is(b"SEND FAIL"):
+            self._seen |= _SEND_FAIL
+        elif self._is(b"CLOSED"):
+            self._peer_closed = True
+            self.urcs += 1
+        elif self._is(b"+PDP: DEACT"):
+            self.urcs += 1
+            self._ctx_up = False
+            self._lost(errno.ECONNRESET)
+        elif self._is(b"CONNECT OK"):
+            self._seen |= _CONNECT_OK
+        elif self._is(b"CONNECT FAIL"):
+            self._seen |= _CONNECT_FAIL
+        elif self._is(b"ALREADY CONNECT"):
+            self._seen |= _ALREADY
+        elif self._is(b"SHUT OK"):
+            self._seen |= _SHUT_OK
+        elif self._is(b"CLOSE OK"):
+            self._seen |= _CLOSE_OK
+        elif self._want is not None and self._pre(self._want):
+            self._info[:self._ln] = line[:self._ln]      # bring-up only: may allocate
+            self._info_n = self._ln
+            self._seen |= _INFO
+        elif (self._is(b"RDY") or self._is(b"Call Ready") or self._is(b"SMS Ready")
+              or self._is(b"+CFUN: 1") or (self._is(b"+CPIN: READY") and not self._expect_cpin)):
+            self._rebooted()
+        elif self._pre(b"UNDER-VOLTAGE POWER DOWN") or self._pre(b"NORMAL POWER DOWN") \
+                or self._pre(b"OVER-VOLTAGE POWER DOWN"):
+            self.urcs += 1
+            self._rebooted()             # it is off: the next connect must bring it up
+        elif self._pre(b"UNDER-VOLTAGE WARN") or self._pre(b"OVER-VOLTAGE WARN"):
+            self.urcs += 1
+            self.warnings += 1
+        elif self._is(b"RING") or self._is(b"NO CARRIER"):
+            self.urcs += 1
+            self.rings += 1
+        else:
+            self.junk += 1               # line noise, or a URC we do not act on
+
+    def _rebooted(self):
+        self.urcs += 1
+        self.reboots += 1
+        self._needs_start = True
+        self._ctx_up = False
+        self._abort = errno.ECONNRESET   # a pending command will never be answered
+        self._lost(errno.ECONNRESET)
+
+    def _lost(self, err):
+        if self._linked:
+            self._linked = False
+            if not self._link_err:
+                self._link_err = err
+
+    def _reset_link(self):
+        self._rxhead = self._rxtail = 0
+        self._data_left = 0
+        self._rx_pending = False
+        self._modem_avail = 0
+        self._peer_closed = False
+        self._drained = False
+        self._link_err = 0
+        self._last_poll = ticks_ms()
+
+    # ---- commands ------------------------------------------------------------
+    def _send(self, cmd, n, want=None):
+        self._seen = 0
+        self._abort = 0
+        self._want = want
+        self._info_n = 0
+        self._write(cmd, 0, n)
+        self.at_commands += 1
+
+    def _write(self, buf, off, n):
+        while n:
+            w = self._uart.write(buf, off, n)
+            if w:
+                self.uart_tx += w
+                off += w
+                n -= w
+
+    def _g_wait(self, mask, timeout):
+        t0 = ticks_ms()
+        while True:
+            self._pump()
+            if self._seen & mask:
+                return self._seen
+            if self._abort:
+                raise OSError(self._abort)
+            if ticks_diff(ticks_ms(), t0) >= timeout:
+                # The modem fell silent or lost sync: bring it up again next time.
+                self._needs_start = True
+                self._ctx_up = False
+                self._lost(errno.ETIMEDOUT)
+                raise OSError(errno.ETIMEDOUT)
+            yield
+
+    def _g_cmd(self, cmd, mask=_FINAL, timeout=None, want=None):
+        self._send(cmd, len(cmd), want)
+        return (yield from self._g_wait(mask, timeout or self.t["at"]))
+
+    def _g_ok(self, cmd, timeout=None, what=None):
+        if (yield from self._g_cmd(cmd, _FINAL, timeout)) & _ERROR:
+            raise OSError(errno.EIO, (what or cmd.decode().strip()) + ": ERROR")
+
+    def _g_sleep(self, ms):
+        t0 = ticks_ms()
+        while ticks_diff(ticks_ms(), t0) < ms:
+            self._pump()
+            yield
+
+    def _g_pulse(self, pin, ms):
+        pin.value(0)
+        yield from self._g_sleep(ms)
+        pin.value(1)
+
+    def _info_text(self):
+        return bytes(self._info[:self._info_n]).decode()
+
+    def _g_poll(self, cmd, want, good, timeout, what):
+        """Repeat a query until its reply holds one of `good`; returns the reply."""
+        t0 = ticks_ms()
+        while True:
+            if (yield from self._g_cmd(cmd, _FINAL, None, want)) & _INFO:
+                text = self._info_text()
+                for g in good:
+                    if g in text:
+                        return text
+                if "+CREG: 0,3" in text or "+CGREG: 0,3" in text:
+                    raise OSError(errno.EACCES, what + ": registration denied")
+            if ticks_diff(ticks_ms(), t0) >= timeout:
+                raise OSError(errno.ETIMEDOUT, what + ": " + (self._info_text() or "no answer"))
+            yield from self._g_sleep(500)
+
+    # ---- bring-up --------------------------------------------------------------
+    def _g_start(self, hard_reset=False):
+        self._needs_start = True
+        self._ctx_up = False
+        self._lost(errno.ECONNRESET)
+        if hard_reset and self._reset_pin is not None:
+            yield from self._g_pulse(self._reset_pin, 150)     # RESET low >= 105 ms
+        # Autobaud: the modem locks onto our rate from "AT"; repeat until OK.
+        t0 = ticks_ms()
+        pulsed = False
+        while True:
+            try:
+                yield from self._g_cmd(b"AT\r", _OK, 500)
+                break
+            except OSError:
+                if ticks_diff(ticks_ms(), t0) >= self.t["sync"]:
+                    raise OSError(errno.ETIMEDOUT, "modem does not answer AT")
+                if self._pwrkey is not None and not pulsed and ticks_diff(ticks_ms(), t0) > 2000:
+                    pulsed = True                               # probably off: PWRKEY low ~1 s
+                    yield from self._g_pulse(self._pwrkey, 1100)
+        yield from self._g_sleep(100)    # let a late duplicate OK or boot URC pass
+        yield from self._g_ok(b"ATE0\r")
+        self._expect_cpin = True
+        try:
+            t0 = ticks_ms()
+            while True:
+                text = yield from self._g_poll(b"AT+CPIN?\r", b"+CPIN:", ("READY", "SIM PIN", "SIM PUK"),
+                                               self.t["sim"], "SIM")
+                if "READY" in text:
+                    break
+                if "SIM PIN" in text and self._pin:
+                    yield from self._g_ok(b'AT+CPIN="' + str(self._pin).encode() + b'"\r', what="AT+CPIN")
+                    continue
+                raise OSError(errno.EACCES, "SIM locked: " + text)
+        finally:
+            self._expect_cpin = False
+        yield from self._g_poll(b"AT+CREG?\r", b"+CREG:", (",1", ",5"), self.t["reg"], "AT+CREG?")
+        yield from self._g_poll(b"AT+CGREG?\r", b"+CGREG:", (",1", ",5"), self.t["reg"], "AT+CGREG?")
+        if (yield from self._g_cmd(b"AT+CSQ\r", _FINAL, None, b"+CSQ:")) & _INFO:
+            self.rssi = int(self._info_text()[6:].split(",")[0])
+        yield from self._g_context()
+        self._needs_start = False
+
+    def _g_context(self):
+        """GPRS: from any state to IP STATUS with a local address."""
+        self._ctx_up = False
+        self._lost(errno.ECONNRESET)
+        yield from self._g_cmd(b"AT+CIPSHUT\r", _SHUT_OK | _ERROR, self.t["cipshut"])
+        yield from self._g_ok(b"AT+CIPMUX=0\r")
+        yield from self._g_ok(b"AT+CIPRXGET=1\r")
+        yield from self._g_ok(b"AT+CIPQSEND=1\r")
+        yield from self._g_poll(b"AT+CGATT?\r", b"+CGATT:", (": 1",), self.t["reg"], "AT+CGATT?")
+        q = lambda s: b'"' + s.encode() + b'"'
+        yield from self._g_ok(b"AT+CSTT=" + q(self._apn) + b"," + q(self._user) + b"," +
+                              q(self._password) + b"\r", what="AT+CSTT (APN)")
+        yield from self._g_ok(b"AT+CIICR\r", self.t["ciicr"], "AT+CIICR (GPRS up)")
+        # AT+CIFSR answers with the bare address and no OK.
+        self._send(b"AT+CIFSR\r", 9, b"")
+        while True:
+            yield from self._g_wait(_INFO | _ERROR, self.t["at"])
+            if self._seen & _ERROR:
+                raise OSError(errno.EIO, "AT+CIFSR: ERROR")
+            if 48 <= self._info[0] <= 57:
+                break
+            self._seen = 0
+        self.ip = self._info_text()
+        self._ctx_up = True
+
+    # ---- TCP -------------------------------------------------------------------
+    def _g_connect(self, host, port):
+        if isinstance(host, str):
+            host = host.encode()
+        if self._needs_start:
+            yield from self._g_start()
+        elif not self._ctx_up:
+            yield from self._g_context()
+        if self._linked:
+            yield from self._g_close()
+        cmd = b'AT+CIPSTART="TCP","' + host + b'",' + str(port).encode() + b"\r"
+        for _ in range(2):
+            self._reset_link()
+            seen = yield from self._g_cmd(cmd, _CONNECT_OK | _CONNECT_FAIL | _ALREADY | _ERROR,
+                                          self.t["cipstart"])
+            if seen & _CONNECT_OK:
+                self._linked = True
+                self._gen += 1
+                return
+            if seen & _CONNECT_FAIL:
+                raise OSError(errno.ECONNREFUSED)
+            # ERROR (ALREADY CONNECT may follow): ask the state, then repair it.
+            yield from self._g_cmd(b"AT+CIPSTATUS\r", _INFO, None, b"STATE: ")
+            state = self._info_text()
+            if "CONNECT OK" in state or "CONNECTING" in state:
+                self._linked = True
+                yield from self._g_close()
+            else:
+                yield from self._g_context()
+        raise OSError(errno.ENOTCONN)
+
+    def _g_close(self):
+        self._linked = False
+        yield from self._g_cmd(b"AT+CIPCLOSE=1\r", _CLOSE_OK | _ERROR)
+
+    def _g_fill(self):
+        """Fetch what the modem holds into the (empty) local buffer."""
+        self._rxhead = self._rxtail = 0
+        self._rx_pending = False
+        self._last_poll = ticks_ms()
+        closed = self._peer_closed
+        seen = yield from self._g_cmd(self._rxget_cmd, _FINAL, self.t["rx"])
+        if seen & _ERROR:
+            self._modem_avail = 0
+            if not closed:
+                self._lost(errno.ENOTCONN)
+        if closed and self._modem_avail == 0:
+            self._drained = True          # CLOSED came before this read: nothing more
+
+    def _g_send(self, buf, off, n):
+        # "AT+CIPSEND=<n>\r": the digits go into the preallocated command by index.
+        c, i, d = self._cmd, 11, 10000
+        while d > 1 and n < d:
+            d //= 10
+        while d:
+            c[i] = 48 + (n // d) % 10
+            i += 1
+            d //= 10
+        c[i] = 13
+        self._send(c, i + 1)
+        seen = yield from self._g_wait(_PROMPT | _ERROR, self.t["send"])
+        if seen & _ERROR:
+            self._lost(errno.ENOTCONN)
+            raise OSError(errno.ENOTCONN)
+        self._write(buf, off, n)
+        seen = yield from self._g_wait(_ACCEPT | _SEND_OK | _SEND_FAIL | _ERROR, self.t["send"])
+        if seen & (_SEND_FAIL | _ERROR):
+            self._lost(errno.ECONNRESET)
+            raise OSError(errno.ECONNRESET)
+
+    # ---- receive, shared by both socket flavours (plain functions: no allocation) --
+    def _take(self, buf, nbytes):
+        h, t = self._rxhead, self._rxtail
+        if nbytes is None:
+            nbytes = len(buf)
+        k = t - h
+        if k > nbytes:
+            k = nbytes
+        rx = self._rx
+        for i in range(k):
+            buf[i] = rx[h + i]
+        self._rxhead = h + k
+        return k
+
+    def _rx_ready(self, buf, nbytes):
+        """-> n > 0 bytes copied, 0 at end of stream, -1 nothing now, -2 a fetch is due."""
+        if self._rxhead < self._rxtail:
+            return self._take(buf, nbytes)
+        self._pump()
+        if self._link_err:
+            raise OSError(self._link_err)
+        if self._drained:
+            return 0
+        if self._rx_pending or self._modem_avail or self._peer_closed:
+            return -2
+        if self._rx_poll_ms and ticks_diff(ticks_ms(), self._last_poll) >= self._rx_poll_ms:
+            return -2
+        return -1
+
+
+def _getaddrinfo(host, port, *args):
+    # DNS happens in the modem, at AT+CIPSTART with the name.
+    return [(2, 1, 6, "", (host, port))]
+
+
+async def _agetaddrinfo(host, port, *args):
+    return _getaddrinfo(host, port)
+
+
+class _Done:
+    """An awaitable that completes at once with None, without allocating."""
+
+    def __init__(self):
+        self._it = iter(())
+
+    def __await__(self):
+        return self._it
+
+    __iter__ = __await__
+
+
+_NONE = _Done()
+
+
+class _Base:
+    def __init__(self, modem):
+        self._m = modem
+        self._gen = -1
+
+    def _check(self):
+        m = self._m
+        if self._gen != m._gen:
+            raise OSError(errno.ENOTCONN)      # never connected, closed, or replaced
+        if m._link_err:
+            raise OSError(m._link_err)
+
+    def setblocking(self, flag):
+        pass                                   # reads never block; writes wait for the modem
+
+    def settimeout(self, t):
+        pass
+
+
+class ModemSocket(_Base):
+    """Sync flavour: connect/write block for the AT round trip; readinto never waits for the network."""
+    getaddrinfo = staticmethod(_getaddrinfo)
+
+    def connect(self, addr):
+        m = self._m
+        m._run(m._g_connect(addr[0], addr[1]))
+        self._gen = m._gen
+
+    def readinto(self, buf, nbytes=None):
+        self._check()
+        m = self._m
+        r = m._rx_ready(buf, nbytes)
+        if r == -2:
+            m._run(m._g_fill())
+            r = m._rx_ready(buf, nbytes)
+        return r if r >= 0 else None
+
+    def write(self, buf, nbytes=None):
+        self._check()
+        m = self._m
+        n = len(buf) if nbytes is None else nbytes
+        if n > m._max_send:
+            n = m._max_send
+        if n:
+            m._run(m._g_send(buf, 0, n))
+        return n
+
+    def close(self):
+        m = self._m
+        if self._gen == m._gen and m._linked:
+            try:
+                m._run(m._g_close())
+            except OSError:
+                pass
+        self._gen = -1
+
+
+class AsyncModemSocket(_Base):
+    """Async flavour: same names, awaited.  readinto completes at once (None) when nothing waits."""
+    getaddrinfo = staticmethod(_agetaddrinfo)
+
+    async def connect(self, addr):
+        m = self._m
+        await m._arun(m._g_connect(addr[0], addr[1]))
+        self._gen = m._gen
+
+    def readinto(self, buf, nbytes=None):
+        # A plain def: the common "nothing yet" answer costs no coroutine object.
+        self._check()
+        r = self._m._rx_ready(buf, nbytes)
+        if r == -1:
+            return _NONE
+        return self._aread(r, buf, nbytes)
+
+    async def _aread(self, r, buf, nbytes):
+        if r == -2:
+            m = self._m
+            await m._arun(m._g_fill())
+            self._check()
+            r = m._rx_ready(buf, nbytes)
+        return r if r >= 0 else None
+
+    async def write(self, buf, nbytes=None):
+        self._check()
+        m = self._m
+        n = len(buf) if nbytes is None else nbytes
+        off = 0
+        while off < n:
+            k = n - off
+            if k > m._max_send:
+                k = m._max_send
+            await m._arun(m._g_send(buf, off, k))
+            off += k
+        return n
+
+    async def close(self):
+        m = self._m
+        if self._gen == m._gen and m._linked:
+            try:
+                await m._arun(m._g_close())
+            except OSError:
+                pass
+        self._gen = -1
