@@ -145,21 +145,20 @@ const s32 = (r) => r | 0;
 
 // ---- arithmetic with the ROM's special cases
 
+const signbit = (x) => x < 0 || Object.is(x, -0);
+const xorInf = (a, b) => (signbit(a) !== signbit(b) ? -Infinity : Infinity);
+
 function add(a, b) {
   if (Math.abs(a) === Infinity && Math.abs(b) === Infinity && a !== b) return a;
   return a + b;
 }
 function mul(a, b) {
-  if ((a === 0 && Math.abs(b) === Infinity) || (b === 0 && Math.abs(a) === Infinity)) {
-    return (Math.sign(1 / a) * Math.sign(1 / b)) < 0 ? -Infinity : Infinity;
-  }
+  if ((a === 0 && Math.abs(b) === Infinity) || (b === 0 && Math.abs(a) === Infinity)) return xorInf(a, b);
   return a * b;
 }
 function div(a, b) {
   const bothInf = Math.abs(a) === Infinity && Math.abs(b) === Infinity;
-  if (bothInf || (a === 0 && b === 0)) {
-    return (Math.sign(1 / a) * Math.sign(1 / b)) < 0 ? -Infinity : Infinity;
-  }
+  if (bothInf || (a === 0 && b === 0)) return xorInf(a, b);
   return a / b;
 }
 function sqrt(a) {
