@@ -124,6 +124,9 @@ build_rp2() {
         picotool_dir=${PICOTOOL_DIR:-$picotool_prefix/picotool}
     fi
 
+    # mpy-cross from the same tree freezes the modules.
+    mpy_cross_build
+
     local variant=$BOARD manifest_arg=()
     if [ $baseline = 1 ]; then
         variant=$BOARD-baseline
@@ -144,8 +147,6 @@ build_rp2() {
         local log=$work/build.log
         : > "$log"
         say "building $variant from $tree (log: $log)"
-        # mpy-cross from the same tree freezes the modules.
-        make -C "$tree/mpy-cross" -j"$JOBS" BUILD="$work/mpy-cross" >>"$log" 2>&1 || log_fail "$log" "building mpy-cross failed"
         # Reproducible: fixed date, every absolute path mapped to a fixed name,
         # no version lookup in an enclosing git repository (ours).
         # (-fdebug-prefix-map too: gcc 12 hands only that one on to the assembler.)
@@ -154,7 +155,7 @@ build_rp2() {
             case $from in "$top") to=/project ;; "$tree") to=/micropython ;; *) to=/build ;; esac
             map+=" -ffile-prefix-map=$from=$to -fdebug-prefix-map=$from=$to"
         done
-        local genv=(env SOURCE_DATE_EPOCH="$sde" MICROPY_MPYCROSS="$work/mpy-cross/mpy-cross"
+        local genv=(env SOURCE_DATE_EPOCH="$sde" MICROPY_MPYCROSS="$mpyc"
                     CFLAGS="$map" CXXFLAGS="$map" ASMFLAGS="$map")
         [ "$libs_id" = in-tree ] || genv+=(GIT_CEILING_DIRECTORIES="$(dirname "$tree")")
         rm -f "$work/key"

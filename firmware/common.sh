@@ -69,3 +69,18 @@ empty_lib() {
     mkdir -p "$d" && touch "$d/README.md"
     echo "$d"
 }
+
+# mpy_cross_build: sets $mpyc to an mpy-cross built from $mpy_src (cached per tree).
+mpy_cross_build() {
+    local d=$cache/firmware/mpy-cross/$mpy_tag
+    mpyc=$d/mpy-cross
+    mkdir -p "$cache/firmware/mpy-cross"
+    (
+        flock 8
+        if [ ! -x "$mpyc" ]; then
+            say "building mpy-cross from $mpy_src"
+            make -C "$mpy_src/mpy-cross" -j"$JOBS" BUILD="$d" > "$d.log" 2>&1 \
+                || { tail -n 20 "$d.log" >&2; die "building mpy-cross failed (log: $d.log)"; }
+        fi
+    ) 8>"$d.lock" || exit 1
+}
