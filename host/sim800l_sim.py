@@ -113,6 +113,7 @@ class Sim800L:
         self.data_ctrlz = False      # AT+CIPSEND without length: ends at ^Z
         self.data = bytearray()
         self.send_fault = None
+        self.post_fault = None
         self.remote = None
         self.connecting = None       # (socket, deadline) while TCP CONNECTING
         self.rxbuf = bytearray()
@@ -180,6 +181,7 @@ class Sim800L:
     def fire(self, kind, **arg):
         """Fire `kind` now (from the test's thread)."""
         with self.lock:
+            self._count(self.fired, kind)
             self._apply(kind, arg)
         self._wake()
 
@@ -198,7 +200,6 @@ class Sim800L:
 
     def _apply(self, kind, arg):
         """Faults that act on their own, not on a command's reply."""
-        self._count(self.fired, kind)
         if kind == "closed":
             if self.state in ("CONNECT OK", "TCP CONNECTING"):
                 self._drop_remote("TCP CLOSED")
@@ -436,8 +437,10 @@ class Sim800L:
             self.cur_delay = self.cur_split = None
             self.urc_mid = None
         if fault is not None and fault.kind in ("closed", "pdp_deact", "urc"):
-            self._apply(fault.kind, fault.arg)
-            self.fired[fault.kind] -= 1     # counted once above
+            if self.data_left or self.data_ctrlz:
+                self.post_fault = fault     # after the data and its confirmation
+            else:
+                self._apply(fault.kind, fault.arg)
 
     def _dispatch(self, up, line):
         arg = line[line.index(b"=") + 1:] if b"=" in line else b""
@@ -612,6 +615,12 @@ class Sim800L:
         self._emit(b"\r\n> ")
 
     def _send_done(self):
+        self._send_data()
+        if self.post_fault is not None:
+            f, self.post_fault = self.post_fault, None
+            self._apply(f.kind, f.arg)
+
+    def _send_data(self):
         data, self.data = bytes(self.data), bytearray()
         if self.send_fault == "send_fail" or self.remote is None:
             self.send_fault = None

@@ -110,6 +110,7 @@ class SIM800L:
         self._needs_start = True
         self._ctx_up = False
         self._linked = False
+        self._stale = False
         self._gen = 0                    # bumps at each connect: stale sockets see ENOTCONN
         self._reset_link()
         self.ip = None
@@ -294,6 +295,7 @@ class SIM800L:
     def _lost(self, err):
         if self._linked:
             self._linked = False
+            self._stale = True           # the modem may still hold the link: close it first
             if not self._link_err:
                 self._link_err = err
 
@@ -424,6 +426,7 @@ class SIM800L:
         """GPRS: from any state to IP STATUS with a local address."""
         self._ctx_up = False
         self._lost(errno.ECONNRESET)
+        self._stale = False              # AT+CIPSHUT drops any link
         yield from self._g_cmd(b"AT+CIPSHUT\r", _SHUT_OK | _ERROR, self.t["cipshut"])
         yield from self._g_ok(b"AT+CIPMUX=0\r")
         yield from self._g_ok(b"AT+CIPRXGET=1\r")
@@ -453,7 +456,7 @@ class SIM800L:
             yield from self._g_start()
         elif not self._ctx_up:
             yield from self._g_context()
-        if self._linked:
+        if self._linked or self._stale:
             yield from self._g_close()
         cmd = b'AT+CIPSTART="TCP","' + host + b'",' + str(port).encode() + b"\r"
         for _ in range(2):
@@ -477,7 +480,7 @@ class SIM800L:
         raise OSError(errno.ENOTCONN)
 
     def _g_close(self):
-        self._linked = False
+        self._linked = self._stale = False
         yield from self._g_cmd(b"AT+CIPCLOSE=1\r", _CLOSE_OK | _ERROR)
 
     def _g_fill(self):

@@ -178,6 +178,7 @@ async def resilient(p):
     topic = p["topic"].encode()
     limit = p.get("seconds", 20) * 1000
     starts = 0
+    poison = p.get("poison_at", -1)
     while i < p["count"]:
         if ticks_diff(ticks_ms(), t_start) > limit:
             break
@@ -193,6 +194,11 @@ async def resilient(p):
                 await c.send(subscribe_pkt(1, topic, 0))
                 while (await c.packet())[0] != 0x90:
                     pass
+            if i == poison:              # a second CONNECT: the broker hangs up on us
+                poison = -1
+                await c.send(connect_pkt(b"again"))
+                while True:
+                    await c.packet()
             want = publish_pkt(topic, payload_for(i))
             await c.send(want)
             while True:
@@ -244,6 +250,7 @@ async def parser_heap(p):
     m._linked = True
     m._pump()                           # warm up: first calls may intern things
     m._uart.pos = 0
+    m.warnings = m.rings = 0
     m._rxhead = m._rxtail = 0
     m._seen = 0
     locked = False
