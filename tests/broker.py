@@ -21,7 +21,7 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, folder, persistence=False, extra_config=""):
+    def __init__(self, folder, persistence=False, extra_config="", users=None):
         self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(self.exe):
             raise RuntimeError("mosquitto not found: run `.ci/run --deps-only` "
@@ -33,7 +33,7 @@ class Broker:
         self.conf_path = os.path.join(folder, "mosquitto.conf")
         lines = [
             "listener %d 127.0.0.1" % self.port,
-            "allow_anonymous true",
+            "allow_anonymous %s" % ("false" if users else "true"),
             "log_dest file " + self.log_path,
             "log_type all",
             "connection_messages true",
@@ -44,6 +44,13 @@ class Broker:
             lines += ["persistence true",
                       "persistence_location " + folder + "/",
                       "autosave_interval 1"]
+        if users:
+            # mosquitto_passwd hashes the passwords into mosquitto's own format
+            pw = os.path.join(folder, "passwd")
+            open(pw, "w").close()
+            for user, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", pw, user, password], check=True)
+            lines.append("password_file " + pw)
         self.config = "\n".join(lines) + "\n" + extra_config
         with open(self.conf_path, "w") as f:
             f.write(self.config)

@@ -43,8 +43,8 @@ class Scenario:
         cmd = interpreter_command(interp) + [os.path.join(SCENARIOS, "runner.py"),
                                              module, function, json.dumps(params)]
         self.interp, self.name = interp, "%s:%s" % (module, function)
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines = []
 
     def _readline(self, deadline):
@@ -71,6 +71,11 @@ class Scenario:
                 self._fail("did not print %r within %ss" % (prefix, timeout))
             if line.startswith(prefix):
                 return line[len(prefix):].strip()
+
+    def send_line(self, text):
+        """A line on the scenario's stdin (it waits with sys.stdin.readline())."""
+        self.proc.stdin.write(text.encode() + b"\n")
+        self.proc.stdin.flush()
 
     def result(self, timeout=60):
         deadline = time.monotonic() + timeout

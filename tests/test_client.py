@@ -13,3 +13,65 @@ def test_qos1_publish_is_acknowledged_and_delivered(interp, run_scenario, broker
     assert acked is True
     assert msg == (b"q1/" + interp.encode(), b"one")
     assert qos_bits == 2
+
+
+def test_retained_behind_suback_and_own_qos1_copies_while_unread(interp, run_scenario, broker):
+    import paho.mqtt.publish as publish
+    tag = "ret-" + interp
+    publish.single("ret/" + tag, b"retained!", qos=1, retain=True, hostname="127.0.0.1",
+                   port=broker.port)
+    acks, got, dropped = run_scenario(interp, "client_basic", "retained_and_unread",
+                                      port=broker.port, tag=tag)
+    assert acks == [True, True, True]
+    assert got == [b"retained!", b"own-0", b"own-1", b"own-2"]
+    assert dropped == 0
+
+
+def test_full_backlog_defers_acks_instead_of_deadlocking(interp, run_scenario, broker):
+    results, got, inflight = run_scenario(interp, "client_basic", "backlog_full_defers",
+                                          port=broker.port, tag=interp)
+    assert got == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert False in results          # the buffers did fill up
+    assert inflight == 0             # every PUBACK was processed in the end
+
+
+def test_receive_buffer_bigger_than_255_bytes(interp, run_scenario, broker):
+    assert run_scenario(interp, "client_basic", "big_buffer", port=broker.port,
+                        tag=interp) == [True, True, 600]
+
+
+def test_oversize_message_is_drained_and_next_one_delivered(interp, run_scenario, broker):
+    msg, dropped, hook, inflight = run_scenario(interp, "client_basic", "oversize_dropped",
+                                                port=broker.port, tag=interp)
+    assert msg == b"small"
+    assert dropped == 2
+    tl = len("ovr/" + interp)
+    assert hook == [2 + tl + 2 + 300, 2 + tl + 100]   # remaining lengths of the dropped PUBLISHes
+    assert inflight == 0
+
+
+def test_unsubscribe(interp, run_scenario, broker):
+    assert run_scenario(interp, "client_basic", "unsubscribe_stops_delivery",
+                        port=broker.port, tag=interp) == [b"before", True]
+
+
+def test_bad_input_is_rejected_before_sending(interp, run_scenario, broker):
+    out = run_scenario(interp, "client_basic", "bad_input", port=broker.port, tag=interp)
+    assert out == ["ValueError", "ValueError", "ValueError", "ValueError", "TypeError",
+                   "ValueError", "ValueError", "ValueError", "TypeError", "TypeError",
+                   "ValueError", "ValueError", "ValueError", "ValueError", b"still fine"]
+
+
+def test_connack_refusals_name_the_reason(interp, run_scenario, tmp_path):
+    from broker import Broker
+    b = Broker(str(tmp_path / "auth"), users={"alice": "secret"}).start()
+    try:
+        wrong = run_scenario(interp, "client_basic", "refused", port=b.port, tag=interp,
+                             user="alice", password="wrong")
+        ok = run_scenario(interp, "client_basic", "refused", port=b.port, tag=interp + "2",
+                          user="alice", password="secret")
+    finally:
+        b.stop()
+    # mosquitto answers a failed login with code 5 on MQTT 3.1.1
+    assert wrong == ["connection refused: not authorised", 5, False]
+    assert ok == "connected"

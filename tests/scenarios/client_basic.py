@@ -64,3 +64,154 @@ async def qos1_roundtrip(p):
     m = await next_msg(client)
     await client.disconnect()
     return [acked, m, client.msg_flags & 6]
+
+
+def tag(p):
+    return p["tag"].encode()
+
+
+async def retained_and_unread(p):
+    """A retained message arrives right behind the SUBACK, then our own QoS1
+    publishes come back while the app has not read anything: nothing is lost
+    or overwritten, nothing deadlocks, order is kept."""
+    buf = bytearray(64)
+    client = AsyncMQTTClient(config(p, client_id=b"ret-" + tag(p), backlog=200), memoryview(buf))
+    await client.connect()
+    t = b"ret/" + tag(p)
+    await client.subscribe(t, qos=1)           # the retained message follows the SUBACK
+    acks = []
+    for i in range(3):                          # each copy arrives before/around its PUBACK
+        acks.append(await client.publish(t, b"own-%d" % i, qos=1))
+    got = []
+    for _ in range(4):
+        got.append((await next_msg(client))[1])
+    await client.disconnect()
+    return [acks, got, client.dropped]
+
+
+async def backlog_full_defers(p):
+    """Tiny backlog: publishes to our own subscription while the app never
+    reads.  The ack waits return False (deferred) instead of deadlocking;
+    afterwards every message is delivered in order and every ack processed."""
+    buf = bytearray(32)
+    client = AsyncMQTTClient(config(p, client_id=b"bf-" + tag(p), backlog=20, timeout_ms=3000),
+                             memoryview(buf))
+    await client.connect()
+    t = b"bf/" + tag(p)
+    await client.subscribe(t, qos=1)
+    results = []
+    for i in range(5):
+        results.append(await client.publish(t, b"m%d" % i, qos=1))
+    got = []
+    for _ in range(5):
+        got.append((await next_msg(client))[1])
+    # the deferred PUBACKs were read by check_msg() meanwhile
+    for _ in range(50):
+        if not client._inflight:
+            break
+        await client.check_msg()
+        await asyncio.sleep(0.01)
+    await client.disconnect()
+    return [results, got, len(client._inflight)]
+
+
+async def big_buffer(p):
+    """Receive buffers above 255 bytes: the meta holds the indices."""
+    buf = bytearray(1000)
+    client = AsyncMQTTClient(config(p, client_id=b"big-" + tag(p)), memoryview(buf))
+    await client.connect()
+    t = b"big/" + tag(p)
+    await client.subscribe(t)
+    payload = bytes(i & 0xFF for i in range(600))
+    await client.publish(t, payload)
+    topic, msg = await next_msg(client)
+    await client.disconnect()
+    return [topic == t, msg == payload, len(msg)]
+
+
+async def oversize_dropped(p):
+    """A message bigger than the buffer is read off the wire and dropped
+    (counted, hook called); the next message is delivered intact."""
+    buf = bytearray(48)
+    client = AsyncMQTTClient(config(p, client_id=b"ovr-" + tag(p)), memoryview(buf))
+    drops = []
+    client.on_drop = drops.append
+    await client.connect()
+    t = b"ovr/" + tag(p)
+    await client.subscribe(t, qos=1)
+    await client.publish(t, b"x" * 300, qos=1)      # QoS1: must still be acknowledged
+    await client.publish(t, b"y" * 100)
+    await client.publish(t, b"small")
+    got = await next_msg(client)
+    await client.disconnect()
+    return [got[1], client.dropped, drops, len(client._inflight)]
+
+
+async def unsubscribe_stops_delivery(p):
+    buf = bytearray(64)
+    client = AsyncMQTTClient(config(p, client_id=b"uns-" + tag(p)), memoryview(buf))
+    await client.connect()
+    t = b"uns/" + tag(p)
+    await client.subscribe(t)
+    await client.publish(t, b"before")
+    first = await next_msg(client)
+    unsub = await client.unsubscribe(t)
+    await client.publish(t, b"after", qos=1)
+    for _ in range(200):
+        if await client.check_msg():
+            raise AssertionError("delivered after unsubscribe: %r" % bytes(client.msg))
+        await asyncio.sleep(0.001)
+    await client.disconnect()
+    return [first[1], unsub]
+
+
+async def bad_input(p):
+    """Rejected before anything is sent: each yields the exception's type name."""
+    out = []
+
+    def attempt(f):
+        try:
+            f()
+            out.append("accepted")
+        except (ValueError, TypeError) as e:
+            out.append(type(e).__name__)
+
+    buf = memoryview(bytearray(64))
+    attempt(lambda: AsyncMQTTClient(config(p, client_id=b"", clean_session=False), buf))
+    attempt(lambda: AsyncMQTTClient(config(p, port="1883"), buf))
+    attempt(lambda: AsyncMQTTClient(config(p, keepalive=-1), buf))
+    attempt(lambda: AsyncMQTTClient(config(p, last_will={"topic": "a/#", "msg": "x"}), buf))
+    attempt(lambda: AsyncMQTTClient(config(p), b"immutable"))
+    client = AsyncMQTTClient(config(p, client_id=b"bad-" + tag(p)), buf)
+    await client.connect()
+    attempt(lambda: client.publish(b"a/+/b", b"x"))
+    attempt(lambda: client.publish(b"a/#", b"x"))
+    attempt(lambda: client.publish(b"", b"x"))
+    attempt(lambda: client.publish(123, b"x"))
+    attempt(lambda: client.publish(b"a", 5))
+    attempt(lambda: client.publish(b"a", b"x", qos=2))
+    for bad in (b"a/b#", b"a+/b", b"a/#/b"):
+        try:
+            await client.subscribe(bad)
+            out.append("accepted")
+        except ValueError:
+            out.append("ValueError")
+    # the session is intact after all of that
+    t = b"bad/" + tag(p)
+    await client.subscribe(t)
+    await client.publish(t, b"still fine")
+    out.append((await next_msg(client))[1])
+    await client.disconnect()
+    return out
+
+
+async def refused(p):
+    """CONNACK refusals raise MQTTError naming the reason."""
+    buf = memoryview(bytearray(64))
+    client = AsyncMQTTClient(config(p, client_id=b"ref-" + tag(p), user=p["user"],
+                                    password=p["password"]), buf)
+    try:
+        await client.connect()
+    except MQTTError as e:
+        return [str(e), e.code, client.isconnected()]
+    return "connected"
