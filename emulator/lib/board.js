@@ -26,7 +26,8 @@ class Board extends EventEmitter {
    */
   constructor(opts) {
     super();
-    this.opts = Object.assign({ flashSize: 2 * MB, realtime: true, verbose: false }, opts);
+    const given = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
+    this.opts = Object.assign({ flashSize: 2 * MB, realtime: true, verbose: false }, given);
     if (this.opts.rom.length > abi.ROM_SIZE) throw new Error('ROM is larger than 16 KB');
     this.romWords = new Uint32Array(abi.ROM_SIZE / 4);
     Buffer.from(this.romWords.buffer).set(this.opts.rom);
