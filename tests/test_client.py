@@ -75,3 +75,33 @@ def test_connack_refusals_name_the_reason(interp, run_scenario, tmp_path):
     # mosquitto answers a failed login with code 5 on MQTT 3.1.1
     assert wrong == ["connection refused: not authorised", 5, False]
     assert ok == "connected"
+
+
+def _tls_broker(tmp_path):
+    import subprocess
+    from broker import Broker, free_port
+    d = tmp_path / "tls"
+    d.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True)
+    port = free_port()
+    b = Broker(str(d), extra_config="listener %d 127.0.0.1\ncertfile %s\nkeyfile %s\n" % (
+        port, d / "cert.pem", d / "key.pem"))
+    b.tls_port = port
+    b.cafile = str(d / "cert.pem")
+    return b.start()
+
+
+def test_tls_on_cpython(run_scenario, tmp_path):
+    # build/micropython is built without ssl (MICROPY_PY_SSL=0, see tools/build-micropython.sh):
+    # TLS is tested where the platform has it.
+    b = _tls_broker(tmp_path)
+    try:
+        assert run_scenario("cpython", "client_basic", "tls_roundtrip", port=b.tls_port,
+                            tag="cp", cafile=b.cafile) == b"secret"
+        assert run_scenario("cpython", "client_basic", "tls_rejects_unknown_server",
+                            port=b.tls_port, tag="cp") == "SSLCertVerificationError"
+    finally:
+        b.stop()

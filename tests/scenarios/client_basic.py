@@ -215,3 +215,26 @@ async def refused(p):
     except MQTTError as e:
         return [str(e), e.code, client.isconnected()]
     return "connected"
+
+
+async def tls_roundtrip(p):
+    """TLS to mosquitto's TLS listener, server certificate verified."""
+    client = AsyncMQTTClient(config(p, client_id=b"tls-" + tag(p), ssl={"cafile": p["cafile"]}),
+                             memoryview(bytearray(128)))
+    await client.connect()
+    t = b"tls/" + tag(p)
+    await client.subscribe(t, qos=1)
+    await client.publish(t, b"secret", qos=1)
+    got = await next_msg(client)
+    await client.disconnect()
+    return got[1]
+
+
+async def tls_rejects_unknown_server(p):
+    client = AsyncMQTTClient(config(p, client_id=b"tlsx-" + tag(p), ssl=True),
+                             memoryview(bytearray(128)))
+    try:
+        await client.connect()
+    except OSError as e:       # ssl.SSLCertVerificationError is an OSError
+        return type(e).__name__
+    return "connected"
