@@ -11,7 +11,7 @@ const { EventEmitter } = require('events');
 const { RP2040, USBCDC } = require('rp2040js');
 const abi = require('./rom-abi');
 const fp = require('./fp');
-const { fixUart, CdcHost } = require('./fixes');
+const { fixUart, fixUsbDeviceSof, CdcHost } = require('./fixes');
 
 const MB = 1024 * 1024;
 const CYCLE_NANOS = 1e9 / 125e6;
@@ -77,6 +77,7 @@ class Board extends EventEmitter {
     });
     const watchdog = this.watchdog;
     if (watchdog) watchdog.onWatchdogTrigger = () => this.watchdogReset();
+    fixUsbDeviceSof(mcu.usbCtrl, mcu.clock);
     this.usb = new CdcHost(mcu.usbCtrl, USBCDC);
     this.usb.onData = (buf) => this.emit('usb', buf);
     this.usb.onConnected = () => this.emit('usb-connected');

@@ -105,4 +105,47 @@ class CdcHost {
   }
 }
 
-module.exports = { fixUart, CdcHost };
+/*
+ * USB start-of-frame in device mode.  A full-speed host sends a SOF packet
+ * every millisecond; the RP2040 raises INTS.DEV_SOF for each one (while
+ * INTE.DEV_SOF is set) and reading SOF_RD clears it (datasheet, USB
+ * chapter).  rp2040js generates SOFs only in host mode, so device firmware
+ * that waits for frames never sees one: MicroPython flushes its CDC output
+ * 16 SOFs after the host raises DTR, so text printed before the host
+ * connected (a main.py started by a reset) stayed unsent until the next
+ * print.  This raises DEV_SOF every millisecond of board time while the
+ * firmware has it enabled.
+ */
+const USB_SOF_RD = 0x48, USB_INTE = 0x90, INTR_DEV_SOF = 1 << 17;
+
+function fixUsbDeviceSof(usb, clock) {
+  const origWrite = usb.writeUint32;
+  const origRead = usb.readUint32;
+  let running = false;
+  const alarm = clock.createAlarm(() => {
+    running = false;
+    if (usb.hostMode || !(usb.intEnable & INTR_DEV_SOF)) return;
+    usb.sofFrameNumber = (usb.sofFrameNumber + 1) & 0x7ff;
+    usb.intRaw |= INTR_DEV_SOF;
+    usb.checkInterrupts();
+    running = true;
+    alarm.schedule(1e6);
+  });
+  usb.writeUint32 = function writeUint32(offset, value) {
+    origWrite.call(this, offset, value);
+    if (offset === USB_INTE && !this.hostMode && (this.intEnable & INTR_DEV_SOF) && !running) {
+      running = true;
+      alarm.schedule(1e6);
+    }
+  };
+  usb.readUint32 = function readUint32(offset) {
+    const v = origRead.call(this, offset);
+    if (offset === USB_SOF_RD && !this.hostMode && (this.intRaw & INTR_DEV_SOF)) {
+      this.intRaw &= ~INTR_DEV_SOF;
+      this.checkInterrupts();
+    }
+    return v;
+  };
+}
+
+module.exports = { fixUart, fixUsbDeviceSof, CdcHost };
