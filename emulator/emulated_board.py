@@ -93,6 +93,14 @@ class EmulatedBoard:
         self.usb.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self
 
+    def reconnect_usb(self, timeout=10):
+        """Open the USB bridge again (after another program, e.g. mpremote, used it)."""
+        if self.usb:
+            self.usb.close()
+        self.usb = socket.create_connection(("127.0.0.1", self.ports["usb"]), timeout=timeout)
+        self.usb.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._pending = b""
+
     def stop(self, timeout=10):
         """Stop the harness (SIGTERM: the flash file is complete); returns the stop event."""
         if self.proc is None:
