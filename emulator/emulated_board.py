@@ -280,6 +280,31 @@ class EmulatedBoard:
         return ast.literal_eval(out.strip())
 
 
+def make_app(folder, broker_port, topic, client_id, telemetry_ms=1000, app=None):
+    """A copy of examples/app whose config.py reaches a local broker through the modem
+    (the SIM800L simulator dials 127.0.0.1:broker_port)."""
+    import re
+    import shutil
+    app = app or os.path.join(ROOT, "examples", "app")
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(os.path.join(app, "main.py"), folder)
+    with open(os.path.join(app, "config.py")) as f:
+        cfg = f.read()
+    subs = [(r'TRANSPORT = "\w+"', 'TRANSPORT = "modem"'),
+            (r'"server": "[^"]*"', '"server": "127.0.0.1"'),
+            (r'"port": \d+', '"port": %d' % broker_port),
+            (r'"client_id": b"[^"]*"', '"client_id": b"%s"' % client_id),
+            (r'TOPIC = b"[^"]*"', 'TOPIC = b"%s"' % topic),
+            (r"TELEMETRY_EVERY_MS = \d+", "TELEMETRY_EVERY_MS = %d" % telemetry_ms)]
+    for pattern, repl in subs:
+        cfg, n = re.subn(pattern, repl, cfg)
+        if n != 1:
+            raise BoardError("%s/config.py: no single match for %r" % (app, pattern))
+    with open(os.path.join(folder, "config.py"), "w") as f:
+        f.write(cfg)
+    return folder
+
+
 def _main():
     """python3 emulator/emulated_board.py IMAGE CODE...: run code on a fresh board, print output."""
     board = EmulatedBoard(image=sys.argv[1])

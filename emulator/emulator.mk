@@ -33,3 +33,14 @@ $(EMU_NODE_STAMP): $(EMU_DIR)/package.json $(EMU_DIR)/package-lock.json
 	@touch $@
 
 .PHONY: emulator-deps
+
+EMU_FLASH ?= build/emulator/flash.bin
+
+emulate: rom emulator-deps  ## boot firmware/$(BOARD).uf2 on the emulated Pico, its REPL in this terminal (Ctrl-] quits); flash kept in build/emulator/flash.bin
+	@test -f firmware/$(BOARD).uf2 || $(MAKE) -s firmware
+	@node $(EMU_DIR)/run.js --image firmware/$(BOARD).uf2 --flash $(EMU_FLASH) --usb stdio
+
+demo: setup firmware rom emulator-deps firmware-tools  ## the product with no hardware: emulated Pico + example app + SIM800L simulator + local mosquitto
+	@$(PYTHON) $(EMU_DIR)/demo.py
+
+.PHONY: emulate demo

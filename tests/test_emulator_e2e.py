@@ -9,7 +9,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "emulator"))
 sys.path.insert(0, os.path.join(ROOT, "host"))
-from emulated_board import EmulatedBoard  # noqa: E402
+from emulated_board import EmulatedBoard, make_app  # noqa: E402
 from sim800l_sim import Sim800L  # noqa: E402
 
 from test_emulator import image  # noqa: E402,F401  (the `make firmware` fixture)
@@ -73,23 +72,6 @@ class Watcher:
     def close(self):
         self.c.loop_stop()
         self.c.disconnect()
-
-
-def make_app(folder, broker_port, topic, client_id):
-    """examples/app with config.py pointed at the test broker (through the modem)."""
-    os.makedirs(folder)
-    shutil.copy(os.path.join(ROOT, "examples", "app", "main.py"), folder)
-    with open(os.path.join(ROOT, "examples", "app", "config.py")) as f:
-        cfg = f.read()
-    cfg = re.sub(r'TRANSPORT = "\w+"', 'TRANSPORT = "modem"', cfg)
-    cfg = cfg.replace('"server": "mqtt.example.com"', '"server": "127.0.0.1"')
-    cfg = cfg.replace('"port": 1883', '"port": %d' % broker_port)
-    cfg = re.sub(r'"client_id": b"[^"]*"', '"client_id": b"%s"' % client_id, cfg)
-    cfg = re.sub(r'TOPIC = b"[^"]*"', 'TOPIC = b"%s"' % topic, cfg)
-    cfg = re.sub(r"TELEMETRY_EVERY_MS = \d+", "TELEMETRY_EVERY_MS = 1000", cfg)
-    assert "127.0.0.1" in cfg and topic in cfg
-    with open(os.path.join(folder, "config.py"), "w") as f:
-        f.write(cfg)
 
 
 def test_deployed_app_talks_mqtt_over_the_simulated_modem_and_survives_closed(
