@@ -234,3 +234,22 @@ def test_an_empty_flash_stops_with_no_boot2(tmp_path):
     stop = b.wait_event("stop", 20)
     assert stop["kind"] == "no-image" and "no valid boot2" in stop["reason"]
     b.stop()
+
+
+def test_the_upstream_patches_fix_stock_rp2040js(image, tmp_path):
+    """emulator/patches/*.patch, applied to the pinned rp2040js without the harness's
+    run-time fixes, make machine.UART work; the stock package hangs in UART()."""
+    src = os.path.join(ROOT, "emulator", "node_modules", "rp2040js")
+    check = os.path.join(ROOT, "emulator", "patches", "check-patched-rp2040js.js")
+    results = {}
+    for name, patched in (("stock", False), ("patched", True)):
+        pkg = tmp_path / name
+        subprocess.run(["cp", "-r", src, str(pkg)], check=True)
+        if patched:
+            for p in sorted(glob.glob(os.path.join(ROOT, "emulator", "patches", "*.patch"))):
+                with open(p) as f:
+                    subprocess.run(["patch", "-s", "-p1"], stdin=f, cwd=str(pkg), check=True)
+        r = subprocess.run(["node", check, str(pkg)], stdout=subprocess.PIPE, text=True, timeout=120)
+        results[name] = (r.returncode, r.stdout)
+    assert results["patched"][0] == 0, results["patched"][1]
+    assert results["stock"][0] == 1 and '"uartOut":""' in results["stock"][1], results["stock"][1]
