@@ -51,9 +51,11 @@ apt_opts=(-o "Dir::Etc::sourcelist=$root/trixie.sources" -o Dir::Etc::sourcepart
           -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
 
 echo "debian-source: fetching $pkg $ver ($kind) from $uri trixie" >&2
-if ! apt-get -qq "${apt_opts[@]}" update >"$root/update.log" 2>&1; then
-    cat "$root/update.log" >&2
-    die "cannot reach the Debian archive at $uri (no network?); check 'apt-get update' works on this machine"
+# apt-get update exits 0 even when every fetch failed: check that the index came.
+if ! apt-get -q "${apt_opts[@]}" update >"$root/update.log" 2>&1 \
+        || ! ls "$root/lists/"*_Sources* >/dev/null 2>&1; then
+    grep -E '^(E|W|Err):' "$root/update.log" | head -n 5 >&2
+    die "cannot reach the Debian archive at $uri (no network, or a proxy in the way?); check that 'apt-get update' works on this machine, then run this again"
 fi
 mkdir -p "$root/out"
 cd "$root/out"
