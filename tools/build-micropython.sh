@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 top=$PWD
 
 MICROPY_DEB_VERSION=${MICROPY_DEB_VERSION:-1.25.0+ds-1}
-JOBS=${JOBS:-$(nproc)}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 die() { echo "build-micropython: $*" >&2; exit 1; }
 say() { echo "build-micropython: $*" >&2; }
