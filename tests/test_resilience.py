@@ -126,11 +126,15 @@ class HostileServer:
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
-        conn, _ = self.sock.accept()
-        conn.recv(1000)
-        conn.sendall(b"\x20\x02\x00\x00" + self.payload)
-        time.sleep(4)
-        conn.close()
+        # first connection: the garbage; later ones: a plain CONNACK, so the
+        # client's reconnect has something sane to reach
+        payload = self.payload
+        while True:
+            conn, _ = self.sock.accept()
+            conn.recv(1000)
+            conn.sendall(b"\x20\x02\x00\x00" + payload)
+            payload = b""
+            self.keep = conn
 
 
 @pytest.mark.parametrize("payload,expect", [
@@ -143,7 +147,8 @@ class HostileServer:
 ])
 def test_garbage_from_the_server_raises_mqtterror(interp, run_scenario, payload, expect):
     server = HostileServer(payload)
-    kind, message, connected = run_scenario(interp, "client_resilience", "hostile_server",
-                                            port=server.port)
+    kind, message, connected, reconnected = run_scenario(interp, "client_resilience",
+                                                         "hostile_server", port=server.port)
     assert kind == "MQTTError" and expect in message, message
     assert connected is False
+    assert reconnected is True

@@ -167,14 +167,8 @@ def test_missed_data_urc_is_polled(interp, run_scenario, sim, broker):
 
 def test_power_down_and_warning(interp, run_scenario, sim, broker):
     sim.arm("urc", on="AT+CIPSEND", nth=2, text=b"UNDER-VOLTAGE WARNNING")
-    sim.arm("power_down", on="AT+CIPSEND", nth=4)
-    import threading                               # the power key, pressed from outside
-    t = threading.Timer(1.5, lambda: sim.fire("power_on"))
-    t.start()
-    try:
-        out = resilient(run_scenario, interp, sim, broker)
-    finally:
-        t.cancel()
+    sim.arm("power_down", on="AT+CIPSEND", nth=4, seconds=1.0)   # power key pressed 1 s later
+    out = resilient(run_scenario, interp, sim, broker)
     assert out["stats"]["warnings"] == 1
     assert out["errors"][0] == errno.ECONNRESET
 

@@ -132,9 +132,9 @@ async def hostile_server(p):
         try:
             if await client.check_msg():
                 client.mark_read()
-        except MQTTError as e:
-            return ["MQTTError", str(e), client.isconnected()]
-        except OSError as e:
-            return ["OSError", str(e), client.isconnected()]
+        except (MQTTError, OSError) as e:
+            connected = client.isconnected()
+            await client.reconnect(attempts=3)
+            return [type(e).__name__, str(e), connected, client.isconnected()]
         await asyncio.sleep(0.005)
     return "no error"

@@ -164,6 +164,15 @@ async def session(p):
     return out
 
 
+def exists(path):
+    import os
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 async def resilient(p):
     """Publish `count` numbered messages to our own subscription through faults.
 
@@ -174,13 +183,16 @@ async def resilient(p):
     is_async = p["flavour"] == "async"
     modem = await make_modem(p)
     t_start = ticks_ms()
-    errors, received, c, i = [], [], None, 0
+    errors, received, c, i, log = [], [], None, 0, []
     topic = p["topic"].encode()
     limit = p.get("seconds", 20) * 1000
     starts = 0
     poison = p.get("poison_at", -1)
+    stop_file = p.get("stop_file")
     while i < p["count"]:
         if ticks_diff(ticks_ms(), t_start) > limit:
+            break
+        if stop_file and c is not None and i % 4 == 0 and exists(stop_file):
             break
         try:
             if c is None:
@@ -214,6 +226,8 @@ async def resilient(p):
                 assert n < i, "from the future: %d" % n    # a late copy of an earlier one
         except OSError as e:
             errors.append(e.args[0])
+            if p.get("log"):
+                log.append((ticks_diff(ticks_ms(), t_start), i, repr(e)))
             if c is not None:
                 try:
                     await c.call("close")
@@ -223,7 +237,7 @@ async def resilient(p):
     if c is not None:
         await c.send(DISCONNECT)
         await c.call("close")
-    return {"received": received, "errors": errors, "starts": starts,
+    return {"received": received, "errors": errors, "starts": starts, "log": log,
             "ms": ticks_diff(ticks_ms(), t_start), "stats": modem.stats()}
 
 
