@@ -29,3 +29,4 @@ distclean: clean  ## remove build outputs and every cache
 
 # Firmware, flashing and deployment targets live beside the board files.
 -include firmware/firmware.mk
+-include bench/bench.mk

@@ -1,0 +1,467 @@
+"""Benchmarks: our client against the peers users would pick instead, side by side.
+
+    .venv/bin/python bench/run.py            # full run (`make bench`): bench/results/latest.*
+    .venv/bin/python bench/run.py --smoke --out DIR   # a few rounds each: does the harness work?
+
+One run, one mosquitto (tests/broker.py) on loopback, every client in turn:
+
+  build/micropython (-X heapsize=48M, collector off in each measured window):
+    ours (frozen; import+connect also from .py), umqtt.simple 1.3.4,
+    mqtt_async (micropython-mqtt 0.7b4), aiomqttc 1.0.7, and the wire's limit
+    (hand-built packets, one write each, readinto a fixed buffer);
+  CPython, reference points: ours, paho-mqtt, aiomqtt, the wire;
+  SIM800L: ours and the wire over modules/sim800l.py and host/sim800l_sim.py.
+
+Scenarios (bench/device/run.py): pub0, pub1, recv, roundtrip, throughput,
+import_connect.  Each client's loops are in bench/device/c_<client>.py.
+Writes results JSON, a Markdown table and a PNG plot; a full run also
+rewrites the table in docs/benchmarks.md.  Absolute numbers depend on the
+machine; the ratios measured in the same run are the point.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "host"), HERE]
+
+from broker import Broker  # noqa: E402
+import peers  # noqa: E402
+
+MICROPYTHON = os.path.join(ROOT, "build", "micropython")
+HEAPSIZE = "48M"
+DEVICE = os.path.join(HERE, "device")
+
+# Client key -> (label, peer package name or None)
+MP_CLIENTS = (
+    ("ours", "ours (async_mqtt_client)", None),
+    ("umqtt", "umqtt.simple 1.3.4", "micropython-umqtt.simple"),
+    ("mqtt_async", "mqtt_async (micropython-mqtt 0.7b4)", "micropython-mqtt"),
+    ("aiomqttc", "aiomqttc 1.0.7", "aiomqttc"),
+    ("wire", "wire's limit (hand-built packets)", None),
+)
+CP_CLIENTS = (
+    ("ours", "ours (CPython)"),
+    ("paho", "paho-mqtt"),
+    ("aiomqtt", "aiomqtt"),
+    ("wire", "wire's limit (CPython)"),
+)
+SCENARIOS = ("pub0", "pub1", "recv", "roundtrip", "throughput")
+
+# Rounds per scenario.  Where a client is slow by design the count is lower,
+# so the full run stays within a few minutes (the table shows n):
+# umqtt.simple waits ~44 ms (Nagle + delayed ACK) for anything it must hear
+# back after a multi-write packet; aiomqttc's QoS 1 publish polls for the
+# PUBACK every 100 ms.
+ROUNDS = {"pub0": 1000, "pub1": 1000, "recv": 1000, "roundtrip": 1000, "throughput": 5000}
+SLOW = {("umqtt", "pub1"): 200, ("umqtt", "roundtrip"): 200, ("aiomqttc", "pub1"): 30}
+SMOKE_ROUNDS = 10
+
+
+def versions():
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return "?"
+    mosq = Broker.__init__.__globals__["shutil"].which("mosquitto") or "/usr/sbin/mosquitto"
+    v = {"micropython": out([MICROPYTHON, "-c", "import sys; print(sys.version)"]).split("; ")[-1],
+         "mosquitto": out([mosq, "-h"]).splitlines()[0] if os.path.exists(mosq) else "?",
+         "cpython": platform.python_version(),
+         "machine": "%s %s, %d cores" % (platform.system(), platform.machine(), os.cpu_count())}
+    for mod in ("paho.mqtt", "aiomqtt", "matplotlib"):
+        try:
+            m = __import__(mod, fromlist=["__version__"])
+            v[mod.split(".")[0] + ("-mqtt" if mod == "paho.mqtt" else "")] = m.__version__
+        except ImportError:
+            v[mod] = None
+    return v
+
+
+class Runner:
+    def __init__(self, broker, peer_info, smoke, log):
+        self.broker, self.peers, self.smoke, self.log = broker, peer_info, smoke, log
+
+    def _run(self, cmd, timeout=240):
+        t0 = time.monotonic()
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            return {"error": "timed out after %d s" % timeout}
+        for line in reversed(r.stdout.splitlines()):
+            if line.startswith("RESULT "):
+                res = json.loads(line[7:])
+                res["wall_s"] = round(time.monotonic() - t0, 2)
+                return res
+        tail = (r.stdout + r.stderr).strip().splitlines()[-12:]
+        return {"error": "exit %d: %s" % (r.returncode, " | ".join(tail))}
+
+    def scenario(self, interp, client, scenario, **extra):
+        n = SMOKE_ROUNDS if self.smoke else SLOW.get((client, scenario), ROUNDS.get(scenario, 0))
+        p = {"port": self.broker.port, "topic": "bench/%s/%s" % (client, uuid.uuid4().hex[:8]),
+             "modules_dir": os.path.join(ROOT, "modules"), "n": n, "warm": 3 if self.smoke else 20}
+        peer = dict((k, pk) for k, _, pk in MP_CLIENTS).get(client)
+        if peer:
+            p["peer_dir"] = self.peers[peer]["path"]
+        p.update(extra)
+        if interp == "micropython":
+            cmd = [MICROPYTHON, "-X", "heapsize=" + HEAPSIZE]
+        else:
+            cmd = [sys.executable]
+        res = self._run(cmd + [os.path.join(DEVICE, "run.py"), client, scenario, json.dumps(p)])
+        self.log("  %-11s %-10s %-14s %s" % (interp, client, scenario + (" " + extra["src"] if "src" in extra else ""),
+                                            short(res)))
+        return res
+
+    def sim(self, client, flavour):
+        from sim800l_sim import Sim800L
+        s = Sim800L()
+        s.listen_tcp()
+        s.start()
+        try:
+            p = {"uart_port": s.port, "host": "127.0.0.1", "port": self.broker.port,
+                 "topic": "bench/sim/" + uuid.uuid4().hex[:8], "flavour": flavour,
+                 "n": 5 if self.smoke else 50}
+            res = self._run([MICROPYTHON, "-X", "heapsize=" + HEAPSIZE,
+                             os.path.join(DEVICE, "sim.py"), client, json.dumps(p)])
+        finally:
+            s.close()
+        self.log("  sim800l     %-10s %-14s %s" % (client, flavour, short(res)))
+        return res
+
+
+def short(res):
+    if "error" in res:
+        return "FAILED " + res["error"][:300]
+    keys = ("heap_per_op", "median_us", "msgs_per_s", "heap_in_use", "unsupported")
+    parts = ["%s=%s" % (k, fmt(res[k])) for k in keys if k in res]
+    if "pub0" in res:
+        parts.append("pub0 AT=%s UART=%s" % (fmt(res["pub0"]["at_commands"]), fmt(res["pub0"]["uart_bytes"])))
+    return " ".join(parts) + " (%.1fs)" % res.get("wall_s", 0)
+
+
+def fmt(v, digits=0):
+    if isinstance(v, float):
+        if abs(v) >= 100 or digits == 0:
+            return "%d" % round(v)
+        return "%.*f" % (digits, v)
+    return str(v)
+
+
+def collect(smoke, log, cpython_clients=None):
+    peer_info = peers.fetch_all()
+    t0 = time.monotonic()
+    results = {"smoke": smoke, "versions": versions(),
+               "peers": {k: {"version": v["version"], "kind": v["kind"], "sha256": v["files"]}
+                         for k, v in peer_info.items()},
+               "heapsize": HEAPSIZE, "rounds": dict(ROUNDS), "slow_rounds": {"%s/%s" % k: v for k, v in SLOW.items()},
+               "micropython": {}, "cpython": {}, "import_connect": {}, "sim800l": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-mosquitto-") as tmp:
+        broker = Broker(tmp).start()
+        try:
+            r = Runner(broker, peer_info, smoke, log)
+            log("build/micropython, heap measured with the collector off (-X heapsize=%s)" % HEAPSIZE)
+            ic = results["import_connect"]
+            ic["ours (frozen)"] = r.scenario("micropython", "ours", "import_connect")
+            ic["ours (.py)"] = r.scenario("micropython", "ours", "import_connect", src="py")
+            for key, _, peer in MP_CLIENTS[1:]:
+                ic[key] = r.scenario("micropython", key, "import_connect")
+            for key, _, _ in MP_CLIENTS:
+                results["micropython"][key] = {sc: r.scenario("micropython", key, sc) for sc in SCENARIOS}
+            log("CPython reference points")
+            for key, _ in CP_CLIENTS:
+                if cpython_clients is not None and key not in cpython_clients:
+                    continue
+                results["cpython"][key] = {sc: r.scenario("cpython", key, sc)
+                                           for sc in ("pub1", "roundtrip", "throughput")}
+            log("SIM800L simulator")
+            for flavour in ("async", "sync"):
+                results["sim800l"][flavour] = {c: r.sim(c, flavour) for c in ("ours", "wire")}
+        finally:
+            broker.stop()
+    results["duration_s"] = round(time.monotonic() - t0, 1)
+    results["summary"] = summarise(results)
+    return results
+
+
+def get(d, *path):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def summarise(res):
+    """The headline: ratios against the peers, and the issue's two targets."""
+    mp = res["micropython"]
+    s = {}
+    ours_round = get(mp, "ours", "roundtrip", "heap_per_op")
+    ours_rt = get(mp, "ours", "roundtrip", "median_us")
+    wire_rt = get(mp, "wire", "roundtrip", "median_us")
+    peer_rounds = {k: get(mp, k, "roundtrip", "heap_per_op") for k in ("umqtt", "mqtt_async", "aiomqttc")}
+    peer_rounds = {k: v for k, v in peer_rounds.items() if v is not None}
+    if ours_round is not None and peer_rounds:
+        leanest = min(peer_rounds, key=peer_rounds.get)
+        s["leanest_peer"] = leanest
+        s["heap_per_round_ours"] = ours_round
+        s["heap_per_round_leanest_peer"] = peer_rounds[leanest]
+        s["heap_target_met"] = ours_round * 4 <= peer_rounds[leanest]
+    if ours_rt and wire_rt:
+        s["roundtrip_vs_wire"] = ours_rt / wire_rt
+        s["roundtrip_target_met"] = ours_rt <= 1.5 * wire_rt
+    ratios = {}
+    for k in ("umqtt", "mqtt_async", "aiomqttc"):
+        r = {}
+        for sc in ("pub0", "pub1", "recv", "roundtrip"):
+            a, b = get(mp, k, sc, "heap_per_op"), get(mp, "ours", sc, "heap_per_op")
+            if a is not None and b is not None:
+                r["heap_" + sc] = a / b if b >= 1 else None     # None: ours allocates nothing
+        a, b = get(mp, k, "roundtrip", "median_us"), ours_rt
+        if a and b:
+            r["roundtrip_median"] = a / b
+        a, b = get(mp, k, "throughput", "msgs_per_s"), get(mp, "ours", "throughput", "msgs_per_s")
+        if a and b:
+            r["throughput"] = b / a
+        ratios[k] = r
+    s["peer_over_ours"] = ratios
+    return s
+
+
+# ---- the table ----------------------------------------------------------
+
+def cell(res, key, unit="", digits=0):
+    if res is None:
+        return "—"
+    if "error" in res:
+        return "failed"
+    if "unsupported" in res:
+        return "can't: " + res["unsupported"]
+    v = res.get(key)
+    if v is None:
+        return "—"
+    return fmt(v, digits) + unit
+
+
+def heap_cell(res):
+    if res is None or "error" in res or "unsupported" in res:
+        return cell(res, "heap_per_op")
+    v = res["heap_per_op"]
+    # A residue under 1 B per op is the window's own fixed cost spread over n.
+    return ("%d B" % round(v)) if abs(v) >= 1 else "0 B"
+
+
+def rt_cell(res):
+    if res is None or "error" in res or "unsupported" in res:
+        return cell(res, "median_us")
+    return "%s / %s µs" % (fmt(res["median_us"]), fmt(res["p99_us"]))
+
+
+def table(res):
+    mp, cp = res["micropython"], res["cpython"]
+    keys = [k for k, _, _ in MP_CLIENTS]
+    labels = {k: lbl for k, lbl, _ in MP_CLIENTS}
+    L = []
+    L.append("| build/micropython (unix port), mosquitto on loopback | " +
+             " | ".join(labels[k] for k in keys) + " |")
+    L.append("|---|" + "---|" * len(keys))
+
+    def row(name, f, sc):
+        L.append("| %s | %s |" % (name, " | ".join(f(get(mp, k, sc)) for k in keys)))
+
+    def n_of(sc):
+        ns = sorted({get(mp, k, sc, "n") for k in keys if get(mp, k, sc, "n")})
+        return "/".join(str(n) for n in ns)
+
+    row("heap per QoS 0 publish (n=%s)" % n_of("pub0"), heap_cell, "pub0")
+    row("heap per QoS 1 publish, PUBACK awaited (n=%s)" % n_of("pub1"), heap_cell, "pub1")
+    row("heap per received message (n=%s)" % n_of("recv"), heap_cell, "recv")
+    row("heap per round: publish 64 B QoS 0 to own subscription + receive it (n=%s)" % n_of("roundtrip"),
+        heap_cell, "roundtrip")
+    row("round trip, median / p99", rt_cell, "roundtrip")
+    row("QoS 1 publish, median / p99", rt_cell, "pub1")
+    row("msgs/s, 64 B QoS 0 (n=%s)" % n_of("throughput"), lambda r: cell(r, "msgs_per_s"), "throughput")
+    ic = res["import_connect"]
+    L.append("| heap in use after import + connect | %s |" % " | ".join(
+        ("%s B frozen, %s B from .py" % (fmt(get(ic, "ours (frozen)", "heap_in_use")),
+                                          fmt(get(ic, "ours (.py)", "heap_in_use"))))
+        if k == "ours" else cell(ic.get(k), "heap_in_use", " B (.py)" if k != "wire" else " B")
+        for k in keys))
+    L.append("")
+    s = res.get("summary", {})
+    if "heap_target_met" in s:
+        L.append("Targets (issue 8), same run: heap per round %s B vs the leanest peer's (%s) %s B: "
+                 "%s (at most a quarter); round trip %.2fx the wire's limit: %s (at most 1.5x)." % (
+                     fmt(s["heap_per_round_ours"]), s["leanest_peer"], fmt(s["heap_per_round_leanest_peer"]),
+                     "met" if s["heap_target_met"] else "NOT met", s.get("roundtrip_vs_wire", 0),
+                     "met" if s.get("roundtrip_target_met") else "NOT met"))
+        L.append("")
+    L.append("| peer ÷ ours, same run | heap/QoS0 pub | heap/QoS1 pub | heap/recv | heap/round | round trip median | ours' msgs/s ÷ peer's |")
+    L.append("|---|---|---|---|---|---|---|")
+    for k in ("umqtt", "mqtt_async", "aiomqttc"):
+        r = s.get("peer_over_ours", {}).get(k, {})
+
+        def x(key):
+            v = r.get(key)
+            if v is None:
+                return "ours 0 B" if key.startswith("heap") and key in r else "—"
+            return "%.1fx" % v
+        L.append("| %s | %s |" % (labels[k], " | ".join(x(c) for c in (
+            "heap_pub0", "heap_pub1", "heap_recv", "heap_roundtrip", "roundtrip_median", "throughput"))))
+    L.append("")
+    if cp:
+        ck = [k for k, _ in CP_CLIENTS if k in cp]
+        cl = dict(CP_CLIENTS)
+        L.append("| CPython %s (reference points) | %s |" % (res["versions"].get("cpython", ""),
+                                                             " | ".join(cl[k] for k in ck)))
+        L.append("|---|" + "---|" * len(ck))
+        L.append("| round trip, median / p99 | %s |" % " | ".join(rt_cell(get(cp, k, "roundtrip")) for k in ck))
+        L.append("| QoS 1 publish, median / p99 | %s |" % " | ".join(rt_cell(get(cp, k, "pub1")) for k in ck))
+        L.append("| msgs/s, 64 B QoS 0 | %s |" % " | ".join(cell(get(cp, k, "throughput"), "msgs_per_s") for k in ck))
+        L.append("")
+    sim = res.get("sim800l", {})
+    if sim:
+        cols = [(fl, c) for fl in ("async", "sync") for c in ("ours", "wire") if c in sim.get(fl, {})]
+        L.append("| SIM800L simulator (AT+CIPSEND / AT+CIPRXGET=2), per operation | %s | peers |" % " | ".join(
+            "%s (%s)" % ("ours" if c == "ours" else "wire's limit", fl) for fl, c in cols))
+        L.append("|---|" + "---|" * (len(cols) + 1))
+        na = "can't: no transport hook (they open socket.socket() themselves)"
+        for what, sc, key in (("AT round trips per QoS 0 publish", "pub0", "at_commands"),
+                              ("UART bytes per QoS 0 publish", "pub0", "uart_bytes"),
+                              ("AT round trips per QoS 1 publish", "pub1", "at_commands"),
+                              ("UART bytes per QoS 1 publish", "pub1", "uart_bytes"),
+                              ("AT round trips per received message", "recv", "at_commands"),
+                              ("UART bytes per received message", "recv", "uart_bytes"),
+                              ("heap per QoS 0 publish (client + driver)", "pub0", "heap")):
+            vals = []
+            for fl, c in cols:
+                r = get(sim, fl, c)
+                if r is None or "error" in r:
+                    vals.append("failed" if r else "—")
+                else:
+                    v = get(r, sc, key)
+                    vals.append(("%.1f" % v if key == "at_commands" else fmt(v)) + (" B" if key == "heap" else ""))
+            L.append("| %s | %s | %s |" % (what, " | ".join(vals), na if what.startswith("AT round trips per QoS 0") else ""))
+        L.append("")
+    return "\n".join(L)
+
+
+def markdown(res):
+    v = res["versions"]
+    head = ["# Benchmark results", "",
+            "One run, %s; %s; %s; CPython %s; full run took %s s%s." % (
+                v.get("machine"), v.get("micropython"), v.get("mosquitto"), v.get("cpython"),
+                res.get("duration_s"), " (SMOKE: a few rounds each, numbers meaningless)" if res["smoke"] else ""),
+            "Peers: " + ", ".join("%s %s (%s)" % (k, p["version"], p["kind"]) for k, p in res["peers"].items()) +
+            "; CPython references: paho-mqtt %s, aiomqtt %s." % (v.get("paho-mqtt"), v.get("aiomqtt")), ""]
+    return "\n".join(head) + table(res) + "\n"
+
+
+def plot(res, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    mp = res["micropython"]
+    keys = [k for k, _, _ in MP_CLIENTS]
+    names = {"ours": "ours", "umqtt": "umqtt.simple", "mqtt_async": "mqtt_async",
+             "aiomqttc": "aiomqttc", "wire": "wire's limit"}
+    colors = ["#1f77b4" if k == "ours" else ("#7f7f7f" if k == "wire" else "#ff7f0e") for k in keys]
+    panels = (("heap per round (B), lower is better", "roundtrip", "heap_per_op", True),
+              ("round trip median (µs), lower is better", "roundtrip", "median_us", True),
+              ("msgs/s, 64 B QoS 0, higher is better", "throughput", "msgs_per_s", False),
+              ("heap per QoS 1 publish (B)", "pub1", "heap_per_op", True))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4))
+    for ax, (title, sc, key, log) in zip(axes, panels):
+        vals = [get(mp, k, sc, key) or 0 for k in keys]
+        shown = [max(v, 0.5) if log else v for v in vals]
+        bars = ax.bar([names[k] for k in keys], shown, color=colors)
+        if log:
+            ax.set_yscale("log")
+        for b, v in zip(bars, vals):
+            ax.annotate(fmt(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                        va="bottom", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=35, labelsize=8)
+    fig.suptitle("MQTT clients on build/micropython, one run, mosquitto on loopback "
+                 "(blue: ours, orange: peers, grey: hand-built packets)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+DOC_BEGIN = "<!-- bench:table:begin (bench/run.py rewrites this part) -->"
+DOC_END = "<!-- bench:table:end -->"
+
+
+def update_doc(res, md_table):
+    doc = os.path.join(ROOT, "docs", "benchmarks.md")
+    if not os.path.exists(doc):
+        return False
+    text = open(doc).read()
+    if DOC_BEGIN not in text or DOC_END not in text:
+        return False
+    v = res["versions"]
+    block = "%s\n\nLatest full run: %s, %s, %s; `make bench` took %s s.\n\n%s\n%s" % (
+        DOC_BEGIN, v.get("machine"), v.get("micropython").split(" on ")[0],
+        v.get("mosquitto"), res.get("duration_s"), md_table, DOC_END)
+    text = re.sub(re.escape(DOC_BEGIN) + ".*?" + re.escape(DOC_END), lambda m: block, text, flags=re.S)
+    with open(doc, "w") as f:
+        f.write(text)
+    return True
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="a few rounds each: check the harness, not the speed")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"), help="folder for latest.json/.md/.png")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    if not os.path.exists(MICROPYTHON):
+        sys.exit("bench: build/micropython is missing; run `make micropython` (make bench does it)")
+    log = (lambda *x: None) if a.quiet else (lambda s: print(s, flush=True))
+    cp = None
+    try:
+        import aiomqtt  # noqa: F401
+    except ImportError:
+        cp = ("ours", "paho", "wire")
+        log("aiomqtt is not installed here (bench/requirements.txt): its CPython column is left out")
+    res = collect(a.smoke, log, cp)
+    os.makedirs(a.out, exist_ok=True)
+    md = markdown(res)
+    for name, data in (("latest.json", json.dumps(res, indent=1, sort_keys=True)), ("latest.md", md)):
+        tmp = os.path.join(a.out, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(a.out, name))
+    if not a.no_plot:
+        try:
+            plot(res, os.path.join(a.out, "latest.png"))
+        except ImportError:
+            log("matplotlib is not installed here: no plot (make bench installs bench/requirements.txt)")
+    if not a.smoke and os.path.abspath(a.out) == os.path.join(HERE, "results"):
+        if update_doc(res, table(res)):
+            log("docs/benchmarks.md: table updated")
+    log("")
+    log(md)
+    log("bench: %s s; results in %s" % (res["duration_s"], a.out))
+    failed = [(i, c, s) for i in ("micropython", "cpython") for c, d in res[i].items()
+              for s, r in d.items() if "error" in r]
+    failed += [("import_connect", c, "") for c, r in res["import_connect"].items() if "error" in r]
+    failed += [("sim800l", fl, c) for fl, d in res["sim800l"].items() for c, r in d.items() if "error" in r]
+    if failed:
+        log("bench: %d scenario(s) FAILED: %s" % (len(failed), failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
