@@ -1,0 +1,192 @@
+"""Rig for the OTA tests (no tests here): devices, a status watcher, apps.
+
+A device is a folder (its filesystem, provisioned by host/ota_push.py) and
+a process running tests/scenarios/ota_device.py (app_runner.boot()) under
+build/micropython or CPython.  When the runner asks for a reset the process
+ends, and the Supervisor starts it again, as a board's reset would.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import paho.mqtt.client as paho
+
+from conftest import ROOT, SCENARIOS, interpreter_command
+
+sys.path.insert(0, os.path.join(ROOT, "host"))
+import ota_push  # noqa: E402
+
+FAST = {"retry_ms": 400, "give_up": 6, "health_ms": 3000, "idle_ms": 5}
+
+
+def app_source(version, size=0, crash=None, confirm=True, tag=""):
+    """An app: confirms health, says hello on app/<id>, idles.  crash: 'import'
+    or 'main' raises there; size pads the file with comment lines."""
+    lines = ["# app version %d %s" % (version, tag),
+             "import asyncio",
+             "VERSION = %d" % version]
+    if crash == "import":
+        lines.append("raise ValueError('broken at import')")
+    lines += ["async def main(dev):"]
+    if crash == "main":
+        lines.append("    raise RuntimeError('boom in v%d')" % version)
+    if confirm:
+        lines.append("    dev.healthy()")
+    lines += ["    await dev.client.publish(b'app/' + dev.id.encode(), b'v%d running', qos=1)" % version,
+              "    while True:",
+              "        await asyncio.sleep(1)", ""]
+    src = "\n".join(lines)
+    pad = size - len(src)
+    while pad > 0:
+        line = ("# " + "padding " * 12)[:min(pad, 100) - 1] + "\n"
+        src += line
+        pad -= len(line)
+    return src.encode()
+
+
+class Device:
+    def __init__(self, root, dev_id, port, keys, interp="micropython", group="", version=1,
+                 app=None, **conf):
+        self.id = dev_id
+        self.dir = os.path.join(root, dev_id)
+        self.interp = interp
+        self.proc = None
+        self.boots = 0
+        self.stopped = False
+        self.results = []
+        c = dict(FAST)
+        c.update(conf)
+        ota_push.provision(keys, dev_id, self.dir, app or app_source(version), version,
+                           "127.0.0.1", port, group, **c)
+        self.log_path = os.path.join(self.dir, "..", dev_id + ".log")
+
+    def start(self, cut=None):
+        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "modules"), PYTHONUNBUFFERED="1")
+        params = {} if cut is None else {"cut": cut}
+        cmd = interpreter_command(self.interp) + [os.path.join(SCENARIOS, "runner.py"),
+                                                  "ota_device", "boot", json.dumps(params)]
+        log = open(self.log_path, "ab")
+        log.write(b"---- boot %d%s\n" % (self.boots + 1, b"" if cut is None else b" cut %d" % cut))
+        log.flush()
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.boots += 1
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def wait_log(self, text, timeout=10, proc_exit_ok=False):
+        """Wait until the log of the current boot holds text; returns the line."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            boot = self.log().rsplit("---- boot", 1)[-1]
+            for line in boot.splitlines():
+                if line.startswith(text):
+                    return line
+            if self.proc.poll() is not None and not proc_exit_ok:
+                return None
+            time.sleep(0.02)
+        return None
+
+    def files(self):
+        return sorted(os.listdir(self.dir))
+
+    def state(self):
+        with open(os.path.join(self.dir, "ota-state.json")) as f:
+            return json.load(f)
+
+
+class Supervisor:
+    """Restarts devices whose process ended (the board reset), as power would."""
+
+    def __init__(self, devices):
+        self.devices = list(devices)
+        self.running = True
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+
+    def _loop(self):
+        while self.running:
+            for d in self.devices:
+                if d.proc is not None and d.proc.poll() is not None and not d.stopped:
+                    d.results.append(d.proc.returncode)
+                    if d.proc.returncode == 0:
+                        d.start()
+                    else:
+                        d.stopped = True      # a crash of the runner itself: leave it for the test
+            time.sleep(0.02)
+
+    def stop(self):
+        self.running = False
+        self.t.join()
+        for d in self.devices:
+            d.stopped = True
+            d.kill()
+
+
+class Watch:
+    """Every status message the devices publish (ota/s/#)."""
+
+    def __init__(self, port, prefix="ota"):
+        self.events = []
+        self.cv = threading.Condition()
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        self.c.on_message = self._msg
+        self.c.on_connect = lambda c, *a: c.subscribe(prefix + "/s/#", qos=1)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def _msg(self, c, u, m):
+        try:
+            st = json.loads(m.payload)
+        except ValueError:
+            st = {"raw": m.payload}
+        st["_retained"] = m.retain
+        with self.cv:
+            self.events.append(st)
+            self.cv.notify_all()
+
+    def of(self, dev_id):
+        with self.cv:
+            return [e for e in self.events if e.get("id") == dev_id]
+
+    def wait(self, pred, timeout=15, after=0):
+        """The first event (index >= after) for which pred(event) holds, or None."""
+        end = time.monotonic() + timeout
+        with self.cv:
+            i = after
+            while True:
+                while i < len(self.events):
+                    if pred(self.events[i]):
+                        return self.events[i]
+                    i += 1
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cv.wait(left)
+
+    def mark(self):
+        with self.cv:
+            return len(self.events)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def publisher(port):
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
