@@ -116,7 +116,7 @@ class Target:
         self.id = device
         self.status = None          # last status dict
         self.start_version = None
-        self.state = "waiting"      # waiting, sending, done, failed
+        self.state = "waiting"      # waiting, sending, trial, done, failed
         self.result = ""
         self.progress = 0.0
         self.attempts = 0
@@ -264,7 +264,7 @@ class Pusher:
                         for m in chunks[n:]:
                             self.publish(t.dev(d), m)
                 elif mine and st.get("st") in ("ok", "trial"):
-                    tg.progress = 0.95
+                    tg.state, tg.progress = "trial", 0.95     # installed: now its health decides
             for d, tg in targets.items():
                 if tg.state == "sending" and now - tg.last_heard > stall:
                     if tg.attempts <= retries:

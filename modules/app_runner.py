@@ -170,7 +170,10 @@ async def boot(conf=None, transport=None):
         if meta:
             tl = meta[0]
             if agent.wants(tl):
-                agent.handle(tl, meta[1])
+                try:
+                    agent.handle(tl, meta[1])
+                except Exception as e:  # noqa: B902 -- the device keeps running
+                    agent.failed(e)
             elif dev.on_message:
                 try:
                     dev.on_message(client.topic, client.msg)

@@ -214,6 +214,12 @@ class Agent:
         elif end > tl and b[tl] == ANN:
             self._announce(bytes(b[tl:end]))
 
+    def failed(self, e):
+        """handle() raised (a full flash, a bad file system): drop the transfer, say why."""
+        self.f = None
+        remove(path(self.dir, DL))
+        self._xfer("refused", why="error: %s: %s" % (type(e).__name__, e))
+
     def _announce(self, a):
         if len(a) != ANN_LEN:
             return self.status("refused", why="malformed announcement (%d bytes)" % len(a))
@@ -332,6 +338,7 @@ class Agent:
                 if not k:
                     break
                 h.update(block if k == 64 else block[:k])
-        if h.digest() != self.sha:
-            return "sha256 mismatch: %s" % hexlify(h.digest()[:6]).decode()
+        got = h.digest()              # once: MicroPython's hash is final after it
+        if got != self.sha:
+            return "sha256 mismatch: %s" % hexlify(got[:6]).decode()
         return None
