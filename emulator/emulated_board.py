@@ -86,6 +86,7 @@ class EmulatedBoard:
                 cmd += ["--" + name, mode]
         cmd += self.extra_args
         self.t_start = time.monotonic()
+        self._eof = False
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         ev = self.wait_event("listening", timeout)
         self.ports = ev
@@ -148,6 +149,7 @@ class EmulatedBoard:
                 return
             line = fd.readline()
             if not line:
+                self._eof = True
                 return
             ev = json.loads(line)
             self.events.append(ev)
@@ -167,7 +169,7 @@ class EmulatedBoard:
             ev = self.event(name)
             if ev:
                 return ev
-            if self.proc.poll() is not None and not select.select([self.proc.stdout], [], [], 0)[0]:
+            if getattr(self, "_eof", False) and self.proc.wait() is not None:
                 raise BoardError("harness exited (%s) before %r; stderr:\n%s" % (
                     self.proc.returncode, name, self.proc.stderr.read().decode(errors="replace")))
             left = deadline - time.monotonic()
