@@ -29,4 +29,6 @@ distclean: clean  ## remove build outputs and every cache
 
 # Firmware, flashing and deployment targets live beside the board files.
 -include firmware/firmware.mk
+# The emulated board (rp2040js + our own boot ROM): rom, emulate, demo.
+-include emulator/emulator.mk
 -include bench/bench.mk
