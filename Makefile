@@ -7,7 +7,7 @@ export MICROPY_DIR
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup:  ## create .venv with the pinned host tools (pytest, hypothesis, paho-mqtt)
 	@test -x .venv/bin/python || python3 -m venv .venv
