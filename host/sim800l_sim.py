@@ -60,6 +60,16 @@ CTX_STATES = ("IP GPRSACT", "IP STATUS", "TCP CONNECTING", "CONNECT OK",
               "TCP CLOSED", "IP CLOSE")
 
 
+# What the soak test draws from: (kind, arguments).
+CHAOS_KINDS = (
+    ("delay", {"ms": 80}), ("split", {"size": 2}), ("urc_mid", {"text": b"RING"}),
+    ("urc_mid", {"text": b"UNDER-VOLTAGE WARNNING"}), ("garbage", {"n": 16}),
+    ("drop_rx_urc", {}), ("send_fail", {}), ("connect_fail", {}), ("closed", {}),
+    ("pdp_deact", {}), ("silence", {"seconds": 0.2}), ("reset", {}),
+    ("power_down", {"seconds": 0.2}), ("urc", {"text": b"RING"}),
+)
+
+
 def crlf(line):
     return b"\r\n" + line + b"\r\n"
 
@@ -90,6 +100,8 @@ class Sim800L:
         self.uart_in = self.uart_out = 0
         self.tcp_up = self.tcp_down = 0
         self.dialogue = []        # (direction, bytes), kept short
+        self.chaos_rate, self.chaos_left, self.chaos_kinds = 0.0, 0, ()
+        self.power_on_at = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._listen = self._uart = self._pty = None
         self._thread = None
@@ -185,6 +197,15 @@ class Sim800L:
             self._apply(kind, arg)
         self._wake()
 
+    def chaos(self, rate, total, kinds=None):
+        """Fire a random fault on a fraction `rate` of command lines, `total` times.
+
+        Faults that concern another command (send_fail, connect_fail) wait
+        for it.  Timed faults are short: silence 0.2 s, power down 0.2 s."""
+        with self.lock:
+            self.chaos_rate, self.chaos_left = rate, total
+            self.chaos_kinds = tuple(kinds or CHAOS_KINDS)
+
     def armed(self):
         with self.lock:
             return [f.kind for f in self.faults]
@@ -220,8 +241,11 @@ class Sim800L:
             self._reset()
         elif kind == "power_down":
             self._urc(b"UNDER-VOLTAGE POWER DOWN")
+            self._flush(float("inf"))
             self._drop_remote("IP INITIAL")
             self.powered = False
+            if arg.get("seconds") is not None:   # someone presses the power key later
+                self.power_on_at = time.monotonic() + arg["seconds"]
         elif kind == "power_on":
             self._reset()
         elif kind == "urc":
@@ -336,6 +360,9 @@ class Sim800L:
             pass
 
     def _tick(self, now):
+        if self.power_on_at is not None and now >= self.power_on_at:
+            self.power_on_at = None
+            self._reset()
         if self.connecting is not None and now > self.connecting[1]:
             self.connecting[0].close()
             self.connecting = None
@@ -403,6 +430,10 @@ class Sim800L:
         name = up.split(b"=")[0].split(b"?")[0]
         self._count(self.counts, name.decode(errors="replace"))
         fault = None
+        if self.chaos_left and self.rand.random() < self.chaos_rate:
+            self.chaos_left -= 1
+            kind, arg = self.rand.choice(self.chaos_kinds)
+            self.faults.insert(0, Fault(kind, b"AT", 1, dict(arg)))
         for f in self.faults:
             if up.startswith(f.on):
                 f.left -= 1

@@ -34,8 +34,8 @@ def config(p, **kw):
 
 
 async def modem_up(p):
-    m = SIM800L(tcp_uart("127.0.0.1", p["uart_port"]), apn="internet",
-                timeouts=p.get("timeouts"))
+    from sim800l_mqtt import timeouts
+    m = SIM800L(tcp_uart("127.0.0.1", p["uart_port"]), apn="internet", timeouts=timeouts(p))
     if p["flavour"] == "async":
         await m.start()
     else:

@@ -122,9 +122,25 @@ async def open_mqtt(modem, p, is_async, cid):
     return c
 
 
+# Deadline profiles, by name: build/micropython dies on an argv string of 256
+# bytes or more, so the tests keep their JSON params short.
+FAST = {"at": 600, "sync": 3000, "send": 1500, "rx": 1500, "cipstart": 3000, "reg": 3000}
+PROFILES = {
+    "fast": FAST,
+    "fast_sync": dict(FAST, sync=1000),
+    "soak": {"at": 300, "send": 400, "rx": 400, "sync": 1500, "cipstart": 1500, "reg": 1500,
+             "ciicr": 1500, "cipshut": 1500, "sim": 1500},
+}
+
+
+def timeouts(p):
+    t = p.get("timeouts")
+    return PROFILES[t] if isinstance(t, str) else t
+
+
 async def make_modem(p):
     uart = tcp_uart("127.0.0.1", p["uart_port"])
-    return SIM800L(uart, apn=p.get("apn", "internet"), timeouts=p.get("timeouts"),
+    return SIM800L(uart, apn=p.get("apn", "internet"), timeouts=timeouts(p),
                    rx_poll_ms=p.get("rx_poll_ms", 1000))
 
 
@@ -235,8 +251,11 @@ async def resilient(p):
                     pass
             c = None
     if c is not None:
-        await c.send(DISCONNECT)
-        await c.call("close")
+        try:                             # a last fault may still hit the goodbye
+            await c.send(DISCONNECT)
+            await c.call("close")
+        except OSError as e:
+            errors.append(e.args[0])
     return {"received": received, "errors": errors, "starts": starts, "log": log,
             "ms": ticks_diff(ticks_ms(), t_start), "stats": modem.stats()}
 
