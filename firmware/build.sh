@@ -74,6 +74,11 @@ build_rp2() {
     need pkg-config "apt-get install pkg-config"
     pkg-config --exists libusb-1.0 || die "libusb-1.0 headers not found (picotool needs them); apt-get install libusb-1.0-0-dev"
 
+    # One preparation at a time (fetches, source tree, picotool): several
+    # builds or test runs may start at once on the same cache.
+    mkdir -p "$cache/firmware"
+    exec 7>"$cache/firmware/prepare.lock"
+    flock 7
     micropython_source
     local tree libs_id
     if [ -n "${MICROPY_DIR:-}" ]; then
@@ -126,6 +131,7 @@ build_rp2() {
 
     # mpy-cross from the same tree freezes the modules.
     mpy_cross_build
+    flock -u 7
 
     local variant=$BOARD manifest_arg=()
     if [ $baseline = 1 ]; then

@@ -467,3 +467,16 @@ def test_example_app_publishes_telemetry_and_takes_commands(broker, tmp_path):
         c.disconnect()
     assert "connected to 127.0.0.1 from RPI_PICO_MQTT" in out, out
     assert "command: b'blink'" in out, out
+
+
+def test_ci_workflow_builds_both_boards_and_releases_them(tools):
+    import yaml  # esptool's dependency, in .venv
+    wf = yaml.safe_load(open(os.path.join(ROOT, ".github", "workflows", "firmware.yml")))
+    jobs = wf["jobs"]
+    steps = lambda job: "\n".join(s.get("run", "") for s in jobs[job]["steps"])
+    assert "make firmware BOARD=RPI_PICO_MQTT" in steps("rp2040")
+    assert "make firmware BOARD=ESP32_GENERIC_MQTT" in steps("esp32")
+    assert jobs["esp32"]["container"].startswith("espressif/idf:")
+    assert set(jobs["release"]["needs"]) == {"rp2040", "esp32"}
+    assert "SHA256SUMS" in steps("release")
+    assert "tags" in wf[True]["push"]  # YAML 1.1 reads the key `on` as True
