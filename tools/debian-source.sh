@@ -16,6 +16,11 @@ die() { echo "debian-source: $*" >&2; exit 1; }
 [ $# -eq 4 ] || die "usage: $0 source|deb PACKAGE VERSION DEST"
 kind=$1 pkg=$2 ver=$3 dest=$(realpath -m "$4")
 [ -d "$dest" ] && exit 0
+# Two builds fetching the same package at once: the second waits, then finds it.
+mkdir -p "$(dirname "$dest")"
+exec 8>"$dest.lock"
+flock 8
+[ -d "$dest" ] && exit 0
 
 for tool in apt-get dpkg-source dpkg-deb; do
     command -v "$tool" >/dev/null || die "'$tool' not found: this needs a Debian system (apt-get install dpkg-dev)"
@@ -72,7 +77,9 @@ else
     dpkg-deb -x ./*.deb unpacked
     result=unpacked
 fi
-mkdir -p "$(dirname "$dest")"
-mv "$root/out/$result" "$dest.tmp.$$"
-mv "$dest.tmp.$$" "$dest"
+# Copy beside the destination first (the temp folder may be on another file
+# system), then rename: an interrupted fetch never leaves a partial $dest.
+rm -rf "$dest.partial"
+mv -T "$root/out/$result" "$dest.partial"
+mv -T "$dest.partial" "$dest"
 echo "debian-source: $pkg $ver -> $dest" >&2
