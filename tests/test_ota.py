@@ -12,67 +12,12 @@ import uuid
 import pytest
 
 from conftest import ROOT
-from test_ota_rig import Device, Supervisor, Watch, app_source, ota_push, publisher
+from test_ota_rig import Rig, app_source, ota_push, raw_push, refusal, still_on
 
 
 @pytest.fixture
 def keys(tmp_path):
     return ota_push.keygen(str(tmp_path / "keys.json"))
-
-
-class Rig:
-    def __init__(self, tmp_path, broker, keys):
-        self.tmp, self.broker, self.keys = tmp_path, broker, keys
-        self.devices = []
-        self.tag = uuid.uuid4().hex[:6]
-        self.watch = Watch(broker.port)
-        self.sup = None
-        self._pusher = None
-
-    def device(self, name="dev", interp="micropython", start=True, **kw):
-        d = Device(str(self.tmp), "%s-%s-%d" % (name, self.tag, len(self.devices)),
-                   self.broker.port, self.keys, interp, **kw)
-        self.devices.append(d)
-        if start:
-            self.boot(d)
-        return d
-
-    def boot(self, d, cut=None):
-        mark = self.watch.mark()
-        d.stopped = False
-        d.start(cut)
-        if self.sup is None:
-            self.sup = Supervisor(self.devices)
-        elif d not in self.sup.devices:
-            self.sup.devices.append(d)
-        return mark
-
-    def up(self, d, timeout=15, after=0):
-        """The device's boot status (up/trial/rolledback) at or after event index `after`."""
-        return self.watch.wait(lambda e: e.get("id") == d.id and e["st"] in ("up", "trial", "rolledback")
-                               and not e["_retained"], timeout, after)
-
-    def running(self, d, version, timeout=15, after=0):
-        return self.watch.wait(lambda e: e.get("id") == d.id and e["st"] == "run" and e["v"] == version,
-                               timeout, after)
-
-    @property
-    def pusher(self):
-        if self._pusher is None:
-            self._pusher = ota_push.Pusher("127.0.0.1", self.broker.port)
-        return self._pusher
-
-    def push(self, image, version, devices, **kw):
-        kw.setdefault("timeout", 30)
-        kw.setdefault("ask_ms", 400)
-        return self.pusher.push(self.keys, image, version, [d.id for d in devices], **kw)
-
-    def close(self):
-        if self.sup:
-            self.sup.stop()
-        if self._pusher:
-            self._pusher.close()
-        self.watch.close()
 
 
 @pytest.fixture
@@ -104,41 +49,6 @@ def test_happy_path_4k_app(rig, interp):
     st = d.state()
     assert (st["cur"], st["prev"], st["floor"], st["trial"]) == (2, 1, 2, 0)
     print("\n%s: 4096-byte app pushed and confirmed in %.2f s" % (interp, took))
-
-
-def raw_push(rig, d, image, version, key=None, nonce=7, chunk=None, mangle=None, upto=None):
-    """Announcement + chunks straight from paho: mangle(seq, msg) -> msg or None (drop)."""
-    topic = "ota/d/" + d.id
-    chunk = chunk or ota_push.chunk_size(128, topic)
-    key = key or ota_push.key_for(rig.keys, d.id)
-    pub = publisher(rig.broker.port)
-    try:
-        pub.publish(topic, ota_push.announcement(key, version, image, chunk, nonce), qos=1).wait_for_publish(5)
-        for seq, o in enumerate(range(0, len(image), chunk)):
-            if upto is not None and seq >= upto:
-                break
-            m = ota_push.chunk_msg(version, seq, image[o:o + chunk])
-            if mangle:
-                m = mangle(seq, m)
-            if m is not None:
-                pub.publish(topic, m, qos=1).wait_for_publish(5)
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
-
-
-def refusal(rig, d, version, after=0, timeout=15):
-    e = rig.watch.wait(lambda e: e.get("id") == d.id and e["st"] == "refused" and e.get("t") == version,
-                       timeout, after)
-    assert e, "no refusal of v%d; log:\n%s" % (version, d.log()[-3000:])
-    return e["why"]
-
-
-def still_on(d, version):
-    """Nothing left over, the old app current, the device not rebooted."""
-    assert d.files() == ["app-%d.py" % version, "main.py", "ota-state.json", "ota.json"]
-    assert d.state()["cur"] == version
-    assert d.proc.poll() is None and d.boots == 1
 
 
 def test_wrong_signature_is_refused(rig):

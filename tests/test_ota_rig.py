@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import paho.mqtt.client as paho
 
@@ -89,15 +90,14 @@ class Device:
     def wait_log(self, text, timeout=10, proc_exit_ok=False):
         """Wait until the log of the current boot holds text; returns the line."""
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        while True:
             boot = self.log().rsplit("---- boot", 1)[-1]
             for line in boot.splitlines():
                 if line.startswith(text):
                     return line
-            if self.proc.poll() is not None and not proc_exit_ok:
+            if (self.proc.poll() is not None and not proc_exit_ok) or time.monotonic() >= end:
                 return None
             time.sleep(0.02)
-        return None
 
     def files(self):
         return sorted(os.listdir(self.dir))
@@ -190,3 +190,158 @@ def publisher(port):
     c.connect("127.0.0.1", port)
     c.loop_start()
     return c
+
+
+class Rig:
+    def __init__(self, tmp_path, broker, keys):
+        self.tmp, self.broker, self.keys = tmp_path, broker, keys
+        self.devices = []
+        self.tag = uuid.uuid4().hex[:6]
+        self.watch = Watch(broker.port)
+        self.sup = None
+        self._pusher = None
+
+    def device(self, name="dev", interp="micropython", start=True, **kw):
+        d = Device(str(self.tmp), "%s-%s-%d" % (name, self.tag, len(self.devices)),
+                   kw.pop("port", self.broker.port), self.keys, interp, **kw)
+        self.devices.append(d)
+        if start:
+            self.boot(d)
+        return d
+
+    def boot(self, d, cut=None):
+        mark = self.watch.mark()
+        d.stopped = False
+        d.start(cut)
+        if self.sup is None:
+            self.sup = Supervisor(self.devices)
+        elif d not in self.sup.devices:
+            self.sup.devices.append(d)
+        return mark
+
+    def up(self, d, timeout=15, after=0):
+        """The device's boot status (up/trial/rolledback) at or after event index `after`."""
+        return self.watch.wait(lambda e: e.get("id") == d.id and e["st"] in ("up", "trial", "rolledback")
+                               and not e["_retained"], timeout, after)
+
+    def running(self, d, version, timeout=15, after=0):
+        return self.watch.wait(lambda e: e.get("id") == d.id and e["st"] == "run" and e["v"] == version,
+                               timeout, after)
+
+    @property
+    def pusher(self):
+        if self._pusher is None:
+            self._pusher = ota_push.Pusher("127.0.0.1", self.broker.port)
+        return self._pusher
+
+    def push(self, image, version, devices, **kw):
+        kw.setdefault("timeout", 30)
+        kw.setdefault("ask_ms", 400)
+        return self.pusher.push(self.keys, image, version, [d.id for d in devices], **kw)
+
+    def close(self):
+        if self.sup:
+            self.sup.stop()
+        if self._pusher:
+            self._pusher.close()
+        self.watch.close()
+
+
+def raw_push(rig, d, image, version, key=None, nonce=7, chunk=None, mangle=None, upto=None):
+    """Announcement + chunks straight from paho: mangle(seq, msg) -> msg or None (drop)."""
+    topic = "ota/d/" + d.id
+    chunk = chunk or ota_push.chunk_size(128, topic)
+    key = key or ota_push.key_for(rig.keys, d.id)
+    pub = publisher(rig.broker.port)
+    try:
+        pub.publish(topic, ota_push.announcement(key, version, image, chunk, nonce), qos=1).wait_for_publish(5)
+        for seq, o in enumerate(range(0, len(image), chunk)):
+            if upto is not None and seq >= upto:
+                break
+            m = ota_push.chunk_msg(version, seq, image[o:o + chunk])
+            if mangle:
+                m = mangle(seq, m)
+            if m is not None:
+                pub.publish(topic, m, qos=1).wait_for_publish(5)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+
+
+def refusal(rig, d, version, after=0, timeout=15):
+    e = rig.watch.wait(lambda e: e.get("id") == d.id and e["st"] == "refused" and e.get("t") == version,
+                       timeout, after)
+    assert e, "no refusal of v%d; log:\n%s" % (version, d.log()[-3000:])
+    return e["why"]
+
+
+def still_on(d, version):
+    """Nothing left over, the old app current, the device not rebooted."""
+    assert d.files() == ["app-%d.py" % version, "main.py", "ota-state.json", "ota.json"]
+    assert d.state()["cur"] == version
+    assert d.proc.poll() is None and d.boots == 1
+
+
+class Proxy:
+    """A TCP relay to the broker, throttled toward the device (a slow radio
+    link); cut() drops every connection at once (RST), losing what is in flight."""
+
+    def __init__(self, target_port, rate=10000):
+        import socket
+        self.target, self.rate = target_port, rate
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(50)
+        self.port = self.ls.getsockname()[1]
+        self.conns = []
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                dev, _ = self.ls.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.target))
+            for s in (dev, up):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            self.conns.append((dev, up))
+            threading.Thread(target=self._pump, args=(dev, up, 0), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, dev, self.rate), daemon=True).start()
+
+    def _pump(self, src, dst, rate):
+        while True:
+            try:
+                data = src.recv(256 if rate else 4096)
+                if not data:
+                    break
+                dst.sendall(data)
+            except OSError:
+                break
+            if rate:
+                time.sleep(len(data) / rate)
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self):
+        import socket
+        import struct
+        self.cuts += 1
+        conns, self.conns = self.conns, []
+        for dev, up in conns:
+            for s in (dev, up):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        self.cut()
+        self.ls.close()

@@ -5,7 +5,7 @@
 # p["cut"] = N: a power cut right before the Nth file-system mutation
 # (open for writing, write, close of a written file, rename, remove) made by
 # ota/app_runner: the device prints "CUT N <what>" and freezes; the test
-# kills it with SIGKILL there.  "POINTS n" at the end counts them all.
+# kills it with SIGKILL there.  Every step is logged as "STEP N <what>".
 import sys
 import os
 import time
@@ -18,6 +18,7 @@ _cut = [0]
 
 def _point(what):
     _count[0] += 1
+    print("STEP", _count[0], what)
     if _count[0] == _cut[0]:
         print("CUT", _count[0], what)
         while True:                     # frozen until SIGKILL
@@ -69,6 +70,4 @@ async def boot(p):
         ota.os = _Os()
         ota.open = _open
     print("BOOT", sys.implementation.name)
-    r = await app_runner.boot(app_runner.load_conf(""))
-    print("POINTS", _count[0])
-    return r
+    return await app_runner.boot(app_runner.load_conf(""))
