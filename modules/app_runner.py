@@ -158,7 +158,7 @@ async def boot(conf=None, transport=None):
     agent = ota.Agent(client, conf, st, buf)
     await agent.start()
     agent.status("rolledback" if st.get("rb") else "trial" if st.get("trial") else "up",
-                 grp=agent.group, buf=len(buf), floor=st.get("floor", 0), **_extra(st))
+                 floor=st.get("floor", 0), **_extra(st))
     await agent.report()
     dev = Device(conf, agent, client)
     task = asyncio.create_task(dev._run_app())

@@ -193,6 +193,9 @@ class Agent:
 
     def status(self, st, retain=True, **kw):
         m = {"id": self.id, "v": self.st.get("cur", 0), "st": st}
+        if retain:                  # the last word of a device: who, where, what fits
+            m["grp"] = self.group
+            m["buf"] = len(self.buf)
         m.update(kw)
         self.out.append((json.dumps(m).encode(), retain))
 

@@ -150,3 +150,29 @@ def test_new_app_that_fails_is_rolled_back(rig, crash):
     # the same version again is refused; a fixed, newer one goes in
     assert rig.push(bad, 2, [d], timeout=10)[d.id].result == "refused: version 2 is not newer than 2"
     assert rig.push(app_source(3), 3, [d])[d.id].result == "updated 1 -> 3"
+
+
+def test_update_over_the_sim800l_driver_and_simulator(rig):
+    """The same protocol with the device's MQTT going through modules/sim800l.py
+    (async flavour) -> UART over TCP -> host/sim800l_sim.py -> mosquitto."""
+    sys.path.insert(0, os.path.join(ROOT, "host"))
+    from sim800l_sim import Sim800L
+    sim = Sim800L()
+    sim.listen_tcp()
+    sim.start()
+    try:
+        fast = {"at": 600, "sync": 3000, "send": 1500, "rx": 1500, "cipstart": 3000, "reg": 3000}
+        d = rig.device("sim", params={"uart_port": sim.port, "timeouts": fast})
+        assert rig.running(d, 1, timeout=30), d.log()
+        image = app_source(2, size=4096)
+        t0 = time.monotonic()
+        tg = rig.push(image, 2, [d], timeout=60)[d.id]
+        took = time.monotonic() - t0
+        assert (tg.state, tg.result, tg.attempts) == ("done", "updated 1 -> 2", 1), d.log()[-3000:]
+        with open(os.path.join(d.dir, "app-2.py"), "rb") as f:
+            assert f.read() == image
+        assert sim.counts["AT+CIPSTART"] == 2            # one per boot: before and after the install
+        print("\n4096-byte app over the SIM800L simulator in %.2f s; modem: %s"
+              % (took, {k: v for k, v in sim.counts.items() if k.startswith("AT+CIP")}))
+    finally:
+        sim.close()

@@ -59,6 +59,7 @@ class Device:
         self.boots = 0
         self.stopped = False
         self.results = []
+        self.params = conf.pop("params", {})     # for tests/scenarios/ota_device.py
         c = dict(FAST)
         c.update(conf)
         ota_push.provision(keys, dev_id, self.dir, app or app_source(version), version,
@@ -67,7 +68,9 @@ class Device:
 
     def start(self, cut=None):
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "modules"), PYTHONUNBUFFERED="1")
-        params = {} if cut is None else {"cut": cut}
+        params = dict(self.params)
+        if cut is not None:
+            params["cut"] = cut
         cmd = interpreter_command(self.interp) + [os.path.join(SCENARIOS, "runner.py"),
                                                   "ota_device", "boot", json.dumps(params)]
         log = open(self.log_path, "ab")

@@ -6,6 +6,7 @@
 # (open for writing, write, close of a written file, rename, remove) made by
 # ota/app_runner: the device prints "CUT N <what>" and freezes; the test
 # kills it with SIGKILL there.  Every step is logged as "STEP N <what>".
+# p["uart_port"]: connect through the SIM800L driver to host/sim800l_sim.py.
 import sys
 import os
 import time
@@ -70,4 +71,14 @@ async def boot(p):
         ota.os = _Os()
         ota.open = _open
     print("BOOT", sys.implementation.name)
-    return await app_runner.boot(app_runner.load_conf(""))
+    transport = None
+    if p.get("uart_port"):              # MQTT over the SIM800L driver and the simulator
+        from sim800l import SIM800L
+        from sim800l_uart import tcp_uart
+
+        async def transport():
+            m = SIM800L(tcp_uart("127.0.0.1", p["uart_port"]), apn="internet",
+                        timeouts=p.get("timeouts"))
+            await m.start()
+            return m.socket_class(async_=True), True
+    return await app_runner.boot(app_runner.load_conf(""), transport)
