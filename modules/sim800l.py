@@ -326,21 +326,26 @@ class SIM800L:
                 off += w
                 n -= w
 
+    def _waited(self, mask, t0, timeout):
+        """Pump; True once a result in `mask` came.  Raises on reboot or deadline."""
+        self._pump()
+        if self._seen & mask:
+            return True
+        if self._abort:
+            raise OSError(self._abort)
+        if ticks_diff(ticks_ms(), t0) >= timeout:
+            # The modem fell silent or lost sync: bring it up again next time.
+            self._needs_start = True
+            self._ctx_up = False
+            self._lost(errno.ETIMEDOUT)
+            raise OSError(errno.ETIMEDOUT)
+        return False
+
     def _g_wait(self, mask, timeout):
         t0 = ticks_ms()
-        while True:
-            self._pump()
-            if self._seen & mask:
-                return self._seen
-            if self._abort:
-                raise OSError(self._abort)
-            if ticks_diff(ticks_ms(), t0) >= timeout:
-                # The modem fell silent or lost sync: bring it up again next time.
-                self._needs_start = True
-                self._ctx_up = False
-                self._lost(errno.ETIMEDOUT)
-                raise OSError(errno.ETIMEDOUT)
+        while not self._waited(mask, t0, timeout):
             yield
+        return self._seen
 
     def _g_cmd(self, cmd, mask=_FINAL, timeout=None, want=None):
         self._send(cmd, len(cmd), want)
@@ -489,8 +494,12 @@ class SIM800L:
         self._rx_pending = False
         self._last_poll = ticks_ms()
         closed = self._peer_closed
-        seen = yield from self._g_cmd(self._rxget_cmd, _FINAL, self.t["rx"])
-        if seen & _ERROR:
+        # The data path waits inline: one generator object per operation, not three.
+        self._send(self._rxget_cmd, len(self._rxget_cmd))
+        t0, timeout = ticks_ms(), self.t["rx"]
+        while not self._waited(_FINAL, t0, timeout):
+            yield
+        if self._seen & _ERROR:
             self._modem_avail = 0
             if not closed:
                 self._lost(errno.ENOTCONN)
@@ -508,13 +517,17 @@ class SIM800L:
             d //= 10
         c[i] = 13
         self._send(c, i + 1)
-        seen = yield from self._g_wait(_PROMPT | _ERROR, self.t["send"])
-        if seen & _ERROR:
+        t0, timeout = ticks_ms(), self.t["send"]
+        while not self._waited(_PROMPT | _ERROR, t0, timeout):
+            yield
+        if self._seen & _ERROR:
             self._lost(errno.ENOTCONN)
             raise OSError(errno.ENOTCONN)
         self._write(buf, off, n)
-        seen = yield from self._g_wait(_ACCEPT | _SEND_OK | _SEND_FAIL | _ERROR, self.t["send"])
-        if seen & (_SEND_FAIL | _ERROR):
+        t0 = ticks_ms()
+        while not self._waited(_ACCEPT | _SEND_OK | _SEND_FAIL | _ERROR, t0, timeout):
+            yield
+        if self._seen & (_SEND_FAIL | _ERROR):
             self._lost(errno.ECONNRESET)
             raise OSError(errno.ECONNRESET)
 

@@ -84,3 +84,22 @@ def test_soak_500_random_faults(start_scenario, broker, tmp_path):
     finally:
         for _, sim, _ in runs:
             sim.close()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_cost_per_publish_and_receive_round(interp, flavour, run_scenario, sim, broker):  # noqa: F811
+    """64-byte QoS 0 publish to our own subscription, through the client: two AT
+    round trips (AT+CIPSEND, AT+CIPRXGET=2) and a fixed number of UART bytes per
+    round.  On MicroPython the driver allocates one generator per AT round trip
+    (the parser and the copies allocate nothing: test_parser_allocates_nothing)."""
+    out = run_scenario(interp, "sim800l_client", "heap", **params(sim, broker, flavour))
+    topic_len = len(params(sim, broker, flavour)["topic"])
+    pkt = 2 + 2 + topic_len + 64                     # the PUBLISH on the wire
+    assert out["per_round"] == {
+        "at_commands": 2,
+        "uart_tx": len(b"AT+CIPSEND=%d\r" % pkt) + pkt + len(b"AT+CIPRXGET=2,512\r"),
+        "uart_rx": len(b"\r\n> \r\nDATA ACCEPT:%d\r\n\r\n+CIPRXGET: 1\r\n" % pkt) +
+        len(b"\r\n+CIPRXGET: 2,%d,0\r\n" % pkt) + pkt + len(b"\r\nOK\r\n")}
+    print("\n%s/%s per round: %s, heap %s B" % (interp, flavour, out["per_round"], out["heap_per_round"]))
+    if interp == "micropython" and flavour == "sync":
+        assert out["heap_per_round"] <= 640, out

@@ -122,3 +122,41 @@ async def faults(p):
     await client.disconnect()
     return {"got": got, "disconnects": client.disconnects, "reconnects": client.reconnects,
             "stats": modem.stats()}
+
+
+async def heap(p):
+    """Heap per 64-byte QoS 0 publish + receive round, client over the driver (MicroPython)."""
+    import gc
+    is_async = p["flavour"] == "async"
+    modem = await modem_up(p)
+    client = AsyncMQTTClient(config(p), memoryview(bytearray(256)))
+    await client.connect(sock_cls=modem.socket_class(async_=is_async), async_sock=is_async)
+    topic = p["topic"].encode()
+    await client.subscribe(topic)
+    payload = b"h" * 64
+
+    async def round_():
+        await client.publish(topic, payload)
+        while not await client.check_msg():
+            pass
+        client.mark_read()
+    for _ in range(5):
+        await round_()
+    rounds = p.get("rounds", 30)
+    s0 = modem.stats()
+    if not hasattr(gc, "mem_alloc"):
+        for _ in range(rounds):
+            await round_()
+        used = None
+    else:
+        gc.collect()
+        gc.disable()
+        a0 = gc.mem_alloc()
+        for _ in range(rounds):
+            await round_()
+        used = (gc.mem_alloc() - a0) // rounds
+        gc.enable()
+    s1 = modem.stats()
+    await client.disconnect()
+    return {"heap_per_round": used,
+            "per_round": {k: (s1[k] - s0[k]) / rounds for k in ("at_commands", "uart_tx", "uart_rx")}}
