@@ -5,7 +5,8 @@ for the whole flow).  Topics, with prefix P (default b"ota"):
 
     P/d/<id>     in:  announcements and chunks for this device (QoS 1)
     P/g/<group>  in:  chunks (or announcements) for the whole group
-    P/s/<id>     out: status, JSON; retained except "need" requests
+    P/s/<id>     out: status, JSON; retained, except progress ("rx") and
+                      requests ("need")
 
 Announcement, 79 bytes:  b"A" ver:u32 size:u32 chunk:u16 sha256:32 nonce:u32
                          mac:32 = HMAC-SHA256(key, the 47 bytes before it)
@@ -255,13 +256,13 @@ class Agent:
         self._abort()
         self.ver, self.size, self.chunk, self.sha, self.nonce = ver, size, chunk, sha, nonce
         self.n = (size + chunk - 1) // chunk
-        self.every = max(1, self.n // 10)
+        self.every = max(4, self.n // 5)   # progress reports: about 5 per transfer
         self.next = 0
         self.asked = -1
         self.asks = 0
         self.f = open(path(self.dir, DL), "wb")
         self.last = ticks_ms()
-        self._xfer("rx", n=0, of=self.n)
+        self._xfer("rx", False, n=0, of=self.n)
 
     def _chunk(self, b, i, end):
         if self.f is None or ((b[i] << 8) | b[i + 1]) != self.ver & 0xFFFF:
@@ -284,7 +285,7 @@ class Agent:
         if self.next == self.n:
             self._finish()
         elif self.next % self.every == 0:
-            self._xfer("rx", n=self.next, of=self.n)
+            self._xfer("rx", False, n=self.next, of=self.n)
 
     def _ask(self, always):
         """Ask for the chunk we want next, at most once per retry_ms for one seq."""

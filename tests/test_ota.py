@@ -176,3 +176,74 @@ def test_update_over_the_sim800l_driver_and_simulator(rig):
               % (took, {k: v for k, v in sim.counts.items() if k.startswith("AT+CIP")}))
     finally:
         sim.close()
+
+
+def test_wire_cost_of_a_4k_update_over_128_byte_buffers(rig):
+    """Bytes between broker and device (both directions, MQTT framing
+    included) from the announcement to the new app's confirmation."""
+    from test_ota_rig import Proxy
+    proxy = Proxy(rig.broker.port, rate=0)
+    try:
+        d = rig.device(port=proxy.port)
+        assert rig.running(d, 1)
+        time.sleep(0.2)
+        down0, up0 = proxy.down, proxy.up
+        image = app_source(2, size=4096)
+        t0 = time.monotonic()
+        tg = rig.push(image, 2, [d])[d.id]
+        took = time.monotonic() - t0
+        assert tg.state == "done"
+        down, up = proxy.down - down0, proxy.up - up0
+        chunk = ota_push.chunk_size(128, "ota/d/" + d.id)
+        n = -(-4096 // chunk)
+        print("\n4096-byte app, %d chunks of %d bytes: %d bytes to the device, %d from it "
+              "(%.0f%% overhead incl. reboot and reconnect); %.2f s" % (
+                  n, chunk, down, up, 100.0 * (down + up - 4096) / 4096, took))
+        # chunks (PUBLISH header + topic + id + 5) + PUBACKs back; the rest is small
+        assert 4096 < down < 4096 + n * (4 + 2 + len("ota/d/" + d.id) + 5) + 1200
+        assert up < n * 4 + 2000
+    finally:
+        proxy.close()
+
+
+def test_cli_push_to_a_list_reports_who_refused_and_exits_1(rig, tmp_path):
+    good = [rig.device("ok") for _ in range(2)]
+    # provisioned with a key of its own that the operator's keys file does not hold
+    odd_keys = ota_push.keygen(str(tmp_path / "odd.json"))
+    odd = rig.device("odd", start=False)
+    ota_push.provision(odd_keys, odd.id, odd.dir, app_source(1), 1, "127.0.0.1", rig.broker.port)
+    rig.boot(odd)
+    for d in good + [odd]:
+        assert rig.running(d, 1)
+    app = tmp_path / "app2.py"
+    app.write_bytes(app_source(2, size=1500))
+    args = [sys.executable, os.path.join(ROOT, "host", "ota_push.py"), "push",
+            "--keys", str(tmp_path / "keys.json"), "--app", str(app), "--version", "2",
+            "--server", "127.0.0.1", "--port", str(rig.broker.port), "--ask-ms", "400",
+            "--timeout", "20"]
+    for d in good + [odd]:
+        args += ["--device", d.id]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["device", "was", "now", "result"]
+    table = {line.split()[0]: line.split(None, 3)[1:] for line in lines[1:4]}
+    for d in good:
+        assert table[d.id] == ["1", "2", "updated 1 -> 2"]
+    assert table[odd.id] == ["1", "1", "refused: bad signature"]
+    assert lines[-1].startswith("2 of 3 devices on version 2")
+    # pushing again: the two are already there, the odd one still refuses
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout.count("already on 2") == 2
+
+
+def test_ota_files_can_never_shadow_a_module(rig):
+    """Everything the OTA writes has a name no `import` can spell ('-' in it,
+    or not .py): with '' before '.frozen' on sys.path, nothing shadows."""
+    import re
+    d = rig.device()
+    assert rig.running(d, 1)
+    assert rig.push(app_source(2), 2, [d])[d.id].state == "done"
+    importable = [f for f in d.files()
+                  if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.py|\.mpy)?", f)]
+    assert importable == ["main.py"]          # written once by provisioning; not OTA'd

@@ -299,6 +299,7 @@ class Proxy:
         self.port = self.ls.getsockname()[1]
         self.conns = []
         self.cuts = 0
+        self.down = self.up = 0         # bytes relayed toward the device / the broker
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -312,7 +313,7 @@ class Proxy:
             for s in (dev, up):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             self.conns.append((dev, up))
-            threading.Thread(target=self._pump, args=(dev, up, 0), daemon=True).start()
+            threading.Thread(target=self._pump, args=(dev, up, None), daemon=True).start()
             threading.Thread(target=self._pump, args=(up, dev, self.rate), daemon=True).start()
 
     def _pump(self, src, dst, rate):
@@ -324,6 +325,10 @@ class Proxy:
                 dst.sendall(data)
             except OSError:
                 break
+            if rate is None:
+                self.up += len(data)
+            else:
+                self.down += len(data)
             if rate:
                 time.sleep(len(data) / rate)
         for s in (src, dst):
