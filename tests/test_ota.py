@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
@@ -25,12 +24,6 @@ def rig(tmp_path, broker, keys):
     r = Rig(tmp_path, broker, keys)
     yield r
     r.close()
-
-
-def wait_run(rig, d, version, after=0):
-    e = rig.running(d, version, after=after)
-    assert e, "%s never confirmed v%d; log:\n%s" % (d.id, version, d.log()[-3000:])
-    return e
 
 
 @pytest.mark.parametrize("interp", ["micropython", "cpython"])
