@@ -26,7 +26,7 @@ import time
 
 ANN_LEN = 79
 CHUNK_HEAD = 5
-RETRYABLE = ("sha256 mismatch", "size ", "transfer stalled")   # worth sending again
+RETRYABLE = ("sha256 mismatch", "size mismatch", "transfer stalled", "error: ")  # worth sending again
 
 
 # ---- the wire format (mirrors modules/ota.py) ------------------------------

@@ -333,7 +333,7 @@ class Agent:
     def _verify(self, p):
         """Re-read what landed on flash: size and SHA-256."""
         if os.stat(p)[6] != self.size:
-            return "size %d, announced %d" % (os.stat(p)[6], self.size)
+            return "size mismatch: %d bytes, announced %d" % (os.stat(p)[6], self.size)
         h = hashlib.sha256()
         block = bytearray(64)
         with open(p, "rb") as f:
