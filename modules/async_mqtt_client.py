@@ -11,9 +11,9 @@
         await asyncio.sleep_ms(0)
 
 Receive buffer: the caller's buffer holds ONE message, topic at [0:meta[0]],
-payload at [meta[0]:meta[1]].  While reading, the whole PUBLISH body sits in
-it, so a message fits when 2 + len(topic) + len(payload) (+2 for QoS 1)
-<= len(buffer).  A bigger message is read off the wire and dropped:
+payload at [meta[0]:meta[1]].  A message fits when len(topic) + len(payload)
+(+2 for QoS 1: its packet id is read in place, then the payload moved over
+it) <= len(buffer).  A bigger message is read off the wire and dropped:
 `client.dropped` counts it and `client.on_drop(size)` is called if set.
 
 Messages that arrive while the app has not called mark_read() yet (a
@@ -168,7 +168,12 @@ class AsyncMQTTClient:
         self._async = False
         self._sock_cls = None
         self._subs = []              # (topic, qos) to restore after reconnect
+        # QoS 1 publishes awaiting their PUBACK: one preallocated slot (the
+        # usual case: publish() waits for its ack), more in a dict.
+        self._slot = bytearray(len(self._tx))
+        self._slot_pid = 0
         self._inflight = {}          # pid -> bytes of the QoS 1 PUBLISH
+        self._enc_len = 0
         self._pid = 0
         self._checked_topic = None   # last publish topic validated
         self._reconnecting = False
@@ -308,16 +313,20 @@ class AsyncMQTTClient:
         self._sock = await self._open_transport()
         self._reset_reader()
         wt, wm, wq, wr = cfg["will"]
-        n = codec.encode_connect(self._tx_for(12 + len(cfg["client_id"]) + len(wt) + len(wm)
-                                              + len(cfg["user"]) + len(cfg["password"]) + 10),
-                                 cfg["client_id"], cfg["user"], cfg["password"], cfg["keepalive"],
-                                 cfg["clean_session"], wt, wm, wq, wr)
         self._connack = -1
-        now = ticks_ms()
-        self._last_rx = now
+        self._last_rx = ticks_ms()
         self._ping_sent = False
         try:
-            if not await self._control(n, codec.CONNACK, 0):
+            await self._lock_io()
+            try:
+                n = codec.encode_connect(self._tx_for(22 + len(cfg["client_id"]) + len(wt) + len(wm)
+                                                      + len(cfg["user"]) + len(cfg["password"])),
+                                         cfg["client_id"], cfg["user"], cfg["password"],
+                                         cfg["keepalive"], cfg["clean_session"], wt, wm, wq, wr)
+                await self._write_io(self._tx, n)
+            finally:
+                self._io_busy = False
+            if not await self._wait(codec.CONNACK, 0):
                 raise MQTTError("CONNACK did not arrive")
             rc = self._connack & 0xFF
             if rc:
@@ -328,12 +337,7 @@ class AsyncMQTTClient:
                 if not self.session_present:
                     for topic, qos in self._subs:
                         await self._subscribe(topic, qos)
-                for pid in sorted(self._inflight):     # resend unacknowledged QoS 1, DUP set
-                    pkt = self._inflight[pid]
-                    tx = self._tx_for(len(pkt))
-                    tx[:len(pkt)] = pkt
-                    tx[0] |= 0x08
-                    await self._write(tx, len(pkt))
+                await self._resend_inflight()
         except BaseException:
             self._close_transport()
             raise
@@ -378,6 +382,10 @@ class AsyncMQTTClient:
                 raise MQTTError("reconnect failed")
             return
         self._reconnecting = True
+        await self._reconnect_loop(attempts)
+
+    async def _reconnect_loop(self, attempts):
+        """The reconnect itself; self._reconnecting is already raised."""
         delay = self._cfg["reconnect_min_ms"]
         tries = 0
         try:
@@ -410,12 +418,18 @@ class AsyncMQTTClient:
             self.on_disconnect(exc)
         if not self._cfg["reconnect"]:
             raise exc
+        self._start_supervisor()
+
+    def _start_supervisor(self):
+        # The flag is raised here, not when the task first runs, so that two
+        # tasks noticing the loss in the same tick start one supervisor.
         if not self._reconnecting:
+            self._reconnecting = True
             asyncio.create_task(self._supervise())
 
     async def _supervise(self):
         try:
-            await self.reconnect()
+            await self._reconnect_loop(0)
         except Exception as e:      # never dies silently: kept for the app
             self.last_error = e
 
@@ -423,8 +437,7 @@ class AsyncMQTTClient:
         while self._sock is None:
             if not (self._cfg["reconnect"] or self._reconnecting):
                 raise MQTTError("not connected")
-            if not self._reconnecting:
-                asyncio.create_task(self._supervise())
+            self._start_supervisor()
             await _sleep_ms(20)
 
     # ---- publishing and subscribing -------------------------------------
@@ -434,8 +447,10 @@ class AsyncMQTTClient:
 
         A QoS 0 publish whose write completes at once returns a finished
         awaitable (no allocation).  QoS 1 returns True when the PUBACK came,
-        False when the ack was deferred (see module docs); raises MQTTError
-        if the server does not acknowledge within timeout_ms.
+        False when the ack was deferred (see module docs); with reconnect off
+        it raises MQTTError if the server does not acknowledge within
+        timeout_ms (with reconnect on, the link is renewed and the message
+        resent with DUP).
         """
         if topic is not self._checked_topic:
             topic = to_bytes(topic, "topic")
@@ -444,39 +459,85 @@ class AsyncMQTTClient:
         msg = to_bytes(msg, "msg")
         if qos != 0 and qos != 1:
             raise ValueError("qos must be 0 or 1")
-        if qos or self._async or self._sock is None or self._io_busy:
+        if self._async or self._sock is None:
             return self._publish_slow(topic, msg, retain, qos)
-        n = codec.encode_publish(self._tx_for(codec.publish_size(len(topic), len(msg), 0)),
-                                 topic, msg, 0, retain, False, 0)
+        # Sync transport: encode and write right here, so only a QoS 1 ack
+        # wait costs a coroutine.
+        pid = self._new_pid() if qos else 0
+        buf = self._encode_publish(topic, msg, retain, qos, pid)
         try:
-            self._write_sync(self._tx, n)
+            self._write_sync(buf, self._enc_len)
         except OSError as e:
             self._link_lost(e)          # raises unless reconnecting
-            return self._publish_slow(topic, msg, retain, qos)
+            if not qos:
+                return self._publish_slow(topic, msg, retain, qos)
+            # QoS 1 is kept in flight: the reconnect resends it
+        if qos:
+            return self._wait(codec.PUBACK, pid, True)
         return _DONE
 
     async def _publish_slow(self, topic, msg, retain, qos):
-        pid = 0
-        sent = False
+        """Publish over an async transport, or once the link is back."""
         while True:
             await self._until_connected()
+            await self._lock_io()
             try:
-                if not sent:
-                    if qos:
-                        pid = self._new_pid()
-                    tx = self._tx_for(codec.publish_size(len(topic), len(msg), qos))
-                    n = codec.encode_publish(tx, topic, msg, qos, retain, False, pid)
-                    if qos:
-                        # kept until its PUBACK; a reconnect resends it with DUP
-                        self._inflight[pid] = bytes(memoryview(tx)[:n])
-                        sent = True
-                    await self._write(tx, n)
-                    sent = True
-                if not qos:
-                    return None
-                return await self._wait(codec.PUBACK, pid)
-            except (OSError, MQTTError) as e:
+                pid = self._new_pid() if qos else 0
+                buf = self._encode_publish(topic, msg, retain, qos, pid)
+                await self._write_io(buf, self._enc_len)
+                break
+            except OSError as e:
+                self._io_busy = False
                 self._link_lost(e)      # raises unless reconnecting
+                if qos:
+                    break               # kept in flight: the reconnect resends it
+            finally:
+                self._io_busy = False
+        if qos:
+            return await self._wait(codec.PUBACK, pid, True)
+
+    def _encode_publish(self, topic, msg, retain, qos, pid):
+        """Encode into the transmit buffer (QoS 1: into the in-flight slot,
+        where it stays until its PUBACK); returns the buffer, length in
+        self._enc_len."""
+        size = codec.publish_size(len(topic), len(msg), qos)
+        if qos and not self._slot_pid and size <= len(self._slot):
+            buf = self._slot
+            self._slot_pid = pid
+        else:
+            buf = self._tx_for(size)
+        n = codec.encode_publish(buf, topic, msg, qos, retain, False, pid)
+        self._enc_len = n
+        if qos and buf is not self._slot:
+            self._inflight[pid] = bytes(memoryview(buf)[:n])   # more than one in flight
+        return buf
+
+    @property
+    def inflight(self):
+        """QoS 1 publishes sent and not acknowledged yet."""
+        return len(self._inflight) + (1 if self._slot_pid else 0)
+
+    def _pending(self, pid):
+        return pid == self._slot_pid or pid in self._inflight
+
+    def _acknowledged(self, pid):
+        if pid == self._slot_pid:
+            self._slot_pid = 0
+        else:
+            self._inflight.pop(pid, None)
+
+    async def _resend_inflight(self):
+        """After a reconnect: every unacknowledged QoS 1 publish again, DUP set."""
+        if self._slot_pid:
+            self._slot[0] |= 0x08
+            n = codec.packet_length(self._slot)
+            await self._write(self._slot, n)
+        for pid in sorted(self._inflight):
+            pkt = self._inflight[pid]
+            tx = self._tx_for(len(pkt))
+            tx[:len(pkt)] = pkt
+            tx[0] |= 0x08
+            await self._write(tx, len(pkt))
 
     async def subscribe(self, topic, qos=0):
         """Subscribe to a topic filter; raises MQTTError if the broker refuses."""
@@ -490,10 +551,9 @@ class AsyncMQTTClient:
         return result
 
     async def _subscribe(self, topic, qos):
-        pid = self._new_pid()
-        n = codec.encode_subscribe(self._tx_for(len(topic) + 8), pid, topic, qos)
         self._suback = -1
-        done = await self._control(n, codec.SUBACK, pid)
+        done = await self._control(codec.SUBACK, len(topic) + 8, codec.encode_subscribe,
+                                   topic, qos)
         if done and self._suback == 0x80:
             raise MQTTError("subscription to %r refused by the broker" % bytes(topic), 0x80)
         return done
@@ -506,17 +566,23 @@ class AsyncMQTTClient:
         return await self._retrying(self._unsubscribe, topic)
 
     async def _unsubscribe(self, topic):
-        pid = self._new_pid()
-        n = codec.encode_unsubscribe(self._tx_for(len(topic) + 8), pid, topic)
-        return await self._control(n, codec.UNSUBACK, pid)
+        return await self._control(codec.UNSUBACK, len(topic) + 8, codec.encode_unsubscribe,
+                                   topic)
 
-    async def _control(self, n, kind, pid):
-        """Send the packet in self._tx[0:n], then wait for its ack."""
+    async def _control(self, kind, size, encode, *args):
+        """Encode a SUBSCRIBE/UNSUBSCRIBE with a new packet id, send it,
+        wait for its ack.  One control exchange at a time."""
         while self._ctl_busy:
             await _sleep_ms(1)
         self._ctl_busy = True
         try:
-            await self._write(self._tx, n)
+            await self._lock_io()
+            try:
+                pid = self._new_pid()
+                n = encode(self._tx_for(size), pid, *args)
+                await self._write_io(self._tx, n)
+            finally:
+                self._io_busy = False
             return await self._wait(kind, pid)
         finally:
             self._ctl_busy = False
@@ -536,7 +602,7 @@ class AsyncMQTTClient:
         pid = self._pid
         while True:
             pid = pid % 65535 + 1          # 1..65535, never 0
-            if pid not in self._inflight:
+            if not self._pending(pid):
                 self._pid = pid
                 return pid
 
@@ -561,8 +627,7 @@ class AsyncMQTTClient:
             return self._meta_ready()
         if self._sock is None:
             if self._cfg["reconnect"]:
-                if not self._reconnecting:
-                    asyncio.create_task(self._supervise())
+                self._start_supervisor()
                 return _DONE
             raise MQTTError("not connected")
         if self._async or self._io_busy:
@@ -657,8 +722,17 @@ class AsyncMQTTClient:
             self._need = left if left < len(self._scratch) else len(self._scratch)
             return True
         if dest == _TO_RBUF:
-            base = self._rbuf
-        elif dest == _TO_SMALL:
+            # The topic length goes aside, so the topic lands at rbuf[0] and
+            # a QoS 0 payload right behind it: nothing to move afterwards.
+            got = self._got
+            if got < 2:
+                self._view = self._small_v if got == 0 else self._small_v[1:]
+                self._need = 2 - got
+            else:
+                self._view = self._rbuf if got == 2 else self._rbuf[got - 2:]
+                self._need = left
+            return True
+        if dest == _TO_SMALL:
             base = self._small_v
         else:
             base = self._backlog[self._bl_used + 3:]
@@ -671,7 +745,7 @@ class AsyncMQTTClient:
         rem = self._rem
         if first & 0xF0 != codec.PUBLISH:
             self._dest = _TO_SMALL
-        elif rem > len(self._rbuf):
+        elif rem - 2 > len(self._rbuf):
             self._dest = _DRAIN
         elif not self._unread and not self._bl_used:
             self._dest = _TO_RBUF
@@ -704,6 +778,8 @@ class AsyncMQTTClient:
                 self._drain_track(n)
             self._got += n
             if self._got < self._rem:
+                if self._got == 2 and self._dest == _TO_RBUF:
+                    self._check_topic_len((self._small[0] << 8) | self._small[1])
                 return False
         self._last_rx = ticks_ms()
         self._complete()
@@ -719,7 +795,7 @@ class AsyncMQTTClient:
         if kind == codec.PUBLISH:
             dest = self._dest
             if dest == _TO_RBUF:
-                pid = self._deliver(self._rbuf, first, self._rem)
+                pid = self._deliver(first, self._rem, (s[0] << 8) | s[1])
             elif dest == _TO_BACKLOG:
                 pid = self._parse_publish(self._backlog[self._bl_used + 3:], first, self._rem)
                 bl = self._backlog
@@ -747,7 +823,7 @@ class AsyncMQTTClient:
             self._connack = (s[0] << 8) | s[1]
             self._acked(codec.CONNACK, 0)
         elif kind == codec.PUBACK:
-            self._inflight.pop(pid, None)
+            self._acknowledged(pid)
         elif kind == codec.SUBACK:
             if s[2] not in (0, 1, 2, 0x80):
                 raise MQTTError("malformed SUBACK return code %d" % s[2])
@@ -762,34 +838,32 @@ class AsyncMQTTClient:
             return True
         return False
 
-    @staticmethod
-    def _parse_publish(body, first, rem):
-        """Validate a PUBLISH body; returns its packet id (0 for QoS 0)."""
-        tl = (body[0] << 8) | body[1]
-        qos = (first >> 1) & 3
-        if qos == 2:
-            raise MQTTError("QoS 2 PUBLISH from server (this client subscribes with QoS <= 1)")
-        head = 2 + tl + (2 if qos else 0)
-        if tl == 0 or head > rem:
-            raise MQTTError("malformed PUBLISH: topic length %d in %d bytes" % (tl, rem))
-        return (body[2 + tl] << 8) | body[3 + tl] if qos else 0
+    def _check_topic_len(self, tl):
+        first = self._hdr[0]
+        if tl == 0 or 2 + tl + (2 if first & 0x06 else 0) > self._rem:
+            raise MQTTError("malformed PUBLISH: topic length %d in %d bytes" % (tl, self._rem))
 
-    def _deliver(self, b, first, rem):
-        """Body in b[0:rem] -> topic at b[0:tl], payload after it; meta set."""
-        pid = self._parse_publish(b, first, rem)
-        tl = (b[0] << 8) | b[1]
-        gap = 4 if first & 0x06 else 2       # topic length (+ packet id) bytes
-        i = 0
-        while i < tl:                        # topic down by 2 (a loop: no allocation)
-            b[i] = b[i + 2]
-            i += 1
-        j = tl + gap
-        while j < rem:                       # payload down by gap
-            b[i] = b[j]
-            i += 1
-            j += 1
+    def _parse_publish(self, body, first, rem):
+        """Validate a PUBLISH body (with its topic length); returns its packet id."""
+        tl = (body[0] << 8) | body[1]
+        self._check_topic_len(tl)
+        return (body[2 + tl] << 8) | body[3 + tl] if first & 0x06 else 0
+
+    def _deliver(self, first, rem, tl):
+        """rbuf holds topic, [packet id,] payload (the body less its topic
+        length): set the meta, take a QoS 1 packet id out; returns the id."""
+        b = self._rbuf
+        end = rem - 2
+        pid = 0
+        if first & 0x06:
+            pid = (b[tl] << 8) | b[tl + 1]
+            i = tl                       # payload down over the id (a loop: no allocation)
+            end -= 2
+            while i < end:
+                b[i] = b[i + 2]
+                i += 1
         self._meta[0] = tl
-        self._meta[1] = i
+        self._meta[1] = end
         self.msg_flags = first
         self._unread = True
         return pid
@@ -799,12 +873,13 @@ class AsyncMQTTClient:
         bl = self._backlog
         first = bl[0]
         rem = (bl[1] << 8) | bl[2]
+        tl = (bl[3] << 8) | bl[4]
         end = 3 + rem
-        self._rbuf[:rem] = bl[3:end]
+        self._rbuf[:rem - 2] = bl[5:end]
         if end < self._bl_used:
             bl[:self._bl_used - end] = bl[end:self._bl_used]
         self._bl_used -= end
-        self._deliver(self._rbuf, first, rem)
+        self._deliver(first, rem, tl)
 
     def _drain_track(self, n):
         """Pick the topic length and packet id out of a message being dropped."""
@@ -887,33 +962,48 @@ class AsyncMQTTClient:
                 await _sleep_ms(1)
         self._last_tx = ticks_ms()
 
-    async def _write(self, buf, n):
+    # The async flavour awaits inside a write: while one task encodes into
+    # the transmit buffer and writes it, no other may touch either.  The
+    # sync flavour encodes and writes without yielding, so needs no lock.
+    async def _lock_io(self):
+        if self._async:
+            while self._io_busy:
+                await _sleep_ms(0)
+            self._io_busy = True
+
+    async def _write_io(self, buf, n):
+        """Write with the I/O lock held (see _lock_io)."""
         if self._sock is None:
             raise OSError(_ENOTCONN, "not connected")
-        if not self._async:
-            self._write_sync(buf, n)
-            return
-        while self._io_busy:
-            await _sleep_ms(0)
-        self._io_busy = True
-        try:
+        if self._async:
             await self._write_async(buf, n)
+        else:
+            self._write_sync(buf, n)
+
+    async def _write(self, buf, n):
+        await self._lock_io()
+        try:
+            await self._write_io(buf, n)
         finally:
             self._io_busy = False
 
-    async def _wait(self, kind, pid):
+    async def _wait(self, kind, pid, survive=False):
         """Read until the ack (kind, pid) arrives.
 
         True when it came; False when reading is stalled behind messages the
         app has not read (the ack is handled by a later check_msg()).
-        Raises MQTTError after timeout_ms without it, OSError on link loss.
+        Raises MQTTError after timeout_ms without it, OSError on link loss;
+        with survive (a QoS 1 publish) and reconnect on, a lost link is
+        renewed instead (the reconnect resends the publish) and the wait
+        goes on.
         """
-        self._wait_kind = kind
-        self._wait_pid = pid
-        self._wait_done = False
+        if kind != codec.PUBACK:
+            self._wait_kind = kind
+            self._wait_pid = pid
+            self._wait_done = False
         start = ticks_ms()
-        try:
-            while not self._waited(kind, pid):
+        while not self._waited(kind, pid):
+            try:
                 if self._sock is None:
                     raise OSError(_ENOTCONN, "not connected")
                 if self._async:
@@ -929,16 +1019,21 @@ class AsyncMQTTClient:
                 waited = ticks_diff(ticks_ms(), start)
                 if waited > self._cfg["timeout_ms"]:
                     raise MQTTError("no reply (0x%02x, id %d) within %d ms" % (kind, pid, waited))
-                await _sleep_ms(0 if waited < 2 else 1)
-            return True
-        finally:
-            self._wait_kind = 0
+            except (OSError, MQTTError) as e:
+                if not survive:
+                    raise
+                self._link_lost(e)      # raises unless reconnecting
+                await self._until_connected()
+                start = ticks_ms()
+                continue
+            await _sleep_ms(0 if waited < 2 else 1)
+        return True
 
     def _waited(self, kind, pid):
         # A PUBACK is told by its in-flight entry going away, so several
         # QoS 1 publishes (from several tasks) can wait at once.
         if kind == codec.PUBACK:
-            return pid not in self._inflight
+            return not self._pending(pid)
         return self._wait_done
 
 

@@ -6,11 +6,15 @@
 # allocates nothing (measured on the 1.25 unix port).  Encoders return the
 # number of bytes written; the caller sends buf[0:n] in ONE write (several
 # small writes per packet meet Nagle's algorithm and delayed ACK: ~40 ms).
+import sys
+
 try:
     from micropython import const
 except ImportError:           # CPython
     def const(x):
         return x
+
+_MICROPYTHON = sys.implementation.name == "micropython"
 
 CONNECT = const(0x10)
 CONNACK = const(0x20)
@@ -82,14 +86,38 @@ def check_topic(topic, wildcards_ok):
         i += 1
 
 
-def put_bytes(buf, i, src, n):
-    """Copy src[0:n] into buf at i; returns the index after it."""
+def _put_loop(buf, i, src, n):
     j = 0
     while j < n:
         buf[i] = src[j]
         i += 1
         j += 1
     return i
+
+
+if _MICROPYTHON:
+    # struct.pack_into with an "<n>s" format copies without allocating, ~15x
+    # faster than the byte loop (0.26 vs 4 us for 64 bytes on the unix
+    # port); the format strings are made once per length and kept, for up to
+    # _FORMATS_KEPT lengths (then the loop: slower, still allocation-free).
+    from struct import pack_into as _pack_into
+    _formats = {}
+    _FORMATS_KEPT = const(48)
+
+    def put_bytes(buf, i, src, n):
+        """Copy src[0:n] into buf at i; returns the index after it."""
+        f = _formats.get(n)
+        if f is None:
+            if len(_formats) >= _FORMATS_KEPT:
+                return _put_loop(buf, i, src, n)
+            f = _formats[n] = "%ds" % n
+        _pack_into(f, buf, i, src)
+        return i + n
+else:
+    def put_bytes(buf, i, src, n):
+        """Copy src[0:n] into buf at i; returns the index after it."""
+        buf[i:i + n] = src[:n]
+        return i + n
 
 
 def put_str(buf, i, s):
@@ -119,6 +147,14 @@ def put_header(buf, first, remaining):
         else:
             buf[i] = b
             return i + 1
+
+
+def packet_length(buf):
+    """Whole length of the packet whose fixed header starts buf."""
+    n = 2
+    while buf[n - 1] & 0x80:
+        n += 1
+    return n + decode_remaining(buf, n)
 
 
 def publish_size(topic_len, msg_len, qos):
@@ -223,6 +259,8 @@ def check_fixed_header(first, remaining):
     if kind == PUBLISH:
         if first & 0x06 == 0x06:
             raise MQTTError("malformed PUBLISH: QoS 3")
+        if first & 0x06 == 0x04:
+            raise MQTTError("QoS 2 PUBLISH from server (this client subscribes with QoS <= 1)")
         if remaining < 3 + (2 if first & 0x06 else 0):   # topic length, >= 1 byte of topic, id
             raise MQTTError("malformed PUBLISH: too short")
         return

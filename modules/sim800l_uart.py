@@ -8,11 +8,11 @@
 # On the MicroPython unix port a connected non-blocking socket is that too.
 # CPython's sockets and ttys speak another dialect; the classes here adapt.
 import errno
-import socket
 
 
 def tcp_uart(host, port):
     """A TCP connection to a modem simulator (or a serial-to-TCP bridge), UART-like."""
+    import socket        # here, not at the top: board images (rp2) have no socket module
     s = socket.socket()
     s.connect(socket.getaddrinfo(host, port)[0][-1])
     if hasattr(s, "recv_into"):          # CPython
@@ -28,6 +28,7 @@ class _CPythonStream:
         import os
         self._os, self._sock, self._fd = os, sock, fd
         if sock is not None:
+            import socket
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:

@@ -39,9 +39,9 @@ class Scenario:
 
     def __init__(self, interp, module, function, params, cwd):
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "modules"),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", SCENARIO_PARAMS=json.dumps(params))
         cmd = interpreter_command(interp) + [os.path.join(SCENARIOS, "runner.py"),
-                                             module, function, json.dumps(params)]
+                                             module, function]
         self.interp, self.name = interp, "%s:%s" % (module, function)
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

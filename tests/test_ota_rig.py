@@ -67,12 +67,13 @@ class Device:
         self.log_path = os.path.join(self.dir, "..", dev_id + ".log")
 
     def start(self, cut=None):
-        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "modules"), PYTHONUNBUFFERED="1")
         params = dict(self.params)
         if cut is not None:
             params["cut"] = cut
+        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "modules"), PYTHONUNBUFFERED="1",
+                   SCENARIO_PARAMS=json.dumps(params))
         cmd = interpreter_command(self.interp) + [os.path.join(SCENARIOS, "runner.py"),
-                                                  "ota_device", "boot", json.dumps(params)]
+                                                  "ota_device", "boot"]
         log = open(self.log_path, "ab")
         log.write(b"---- boot %d%s\n" % (self.boots + 1, b"" if cut is None else b" cut %d" % cut))
         log.flush()

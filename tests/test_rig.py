@@ -33,3 +33,9 @@ def test_a_failing_scenario_reports_the_interpreters_traceback(interp, start_sce
         s.result()
     assert "deliberate failure inside the interpreter" in str(e.value)
     assert "Traceback" in str(e.value)
+
+
+def test_long_params_reach_the_scenario(interp, run_scenario):
+    # the unix port aborts on an argv string >= 256 bytes: params go by environment
+    p = {"x": "y" * 2000, "n": [1, 2, 3]}
+    assert run_scenario(interp, "rig", "echo_params", **p) == p

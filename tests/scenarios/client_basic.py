@@ -107,12 +107,12 @@ async def backlog_full_defers(p):
         got.append((await next_msg(client))[1])
     # the deferred PUBACKs were read by check_msg() meanwhile
     for _ in range(50):
-        if not client._inflight:
+        if not client.inflight:
             break
         await client.check_msg()
         await asyncio.sleep(0.01)
     await client.disconnect()
-    return [results, got, len(client._inflight)]
+    return [results, got, client.inflight]
 
 
 async def big_buffer(p):
@@ -144,7 +144,7 @@ async def oversize_dropped(p):
     await client.publish(t, b"small")
     got = await next_msg(client)
     await client.disconnect()
-    return [got[1], client.dropped, drops, len(client._inflight)]
+    return [got[1], client.dropped, drops, client.inflight]
 
 
 async def unsubscribe_stops_delivery(p):

@@ -109,7 +109,7 @@ async def qos1_resent_after_outage(p):
     sys.stdin.readline()                   # the broker is frozen now
     acked = await client.publish(b"dup/" + tag(p), b"must arrive", qos=1)
     await client.disconnect()
-    return [acked, client.reconnects, len(client._inflight)]
+    return [acked, client.reconnects, client.inflight]
 
 
 async def will_on_link_loss(p):

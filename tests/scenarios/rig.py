@@ -16,3 +16,7 @@ async def whoami(p):
 
 async def fails(p):
     assert p["x"] == 2, "deliberate failure inside the interpreter"
+
+
+async def echo_params(p):
+    return p

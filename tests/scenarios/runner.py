@@ -1,7 +1,9 @@
 # Runs one device-side scenario under CPython or MicroPython.
 #
-#   <interpreter> tests/scenarios/runner.py MODULE FUNCTION JSON_PARAMS
+#   SCENARIO_PARAMS=JSON <interpreter> tests/scenarios/runner.py MODULE FUNCTION
 #
+# (The params travel in the environment: the unix port aborts on an argv
+# string of 256 bytes or more.)
 # MODULE is a file in tests/scenarios; FUNCTION an `async def f(p)` taking the
 # params dict.  Prints `RESULT <repr>` of what it returns, or the traceback and
 # exits 1.  On MicroPython the product modules must come frozen from the
@@ -10,11 +12,12 @@
 import sys
 import json
 
-PRODUCT = ("async_mqtt_client", "mqtt_codec", "sim800l")
+PRODUCT = ("async_mqtt_client", "mqtt_codec", "sim800l", "sim800l_uart", "ota", "app_runner")
 
 
 def main():
-    name, func, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    import os
+    name, func, params = sys.argv[1], sys.argv[2], json.loads(os.getenv("SCENARIO_PARAMS"))
     micropython = sys.implementation.name == "micropython"
     if micropython:
         here = sys.argv[0].rsplit("/", 1)[0]
