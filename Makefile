@@ -32,3 +32,4 @@ distclean: clean  ## remove build outputs and every cache
 # The emulated board (rp2040js + our own boot ROM): rom, emulate, demo.
 -include emulator/emulator.mk
 -include bench/bench.mk
+-include mip/mip.mk

@@ -1,0 +1,75 @@
+"""SIM800L 2G modem as a socket (AT commands over a UART); see docs/sim800l.md."""
+from typing import Any, Awaitable, Final, Literal, Protocol, Union, overload
+
+_Buffer = Union[bytes, bytearray, memoryview]
+_WBuffer = Union[bytearray, memoryview]
+_Addr = tuple[str, int]
+_AddrInfo = list[tuple[int, int, int, str, _Addr]]
+
+class _UART(Protocol):
+    """What the driver calls on its UART: machine.UART(..., timeout=0) has it."""
+
+    def readinto(self, buf: bytearray, nbytes: int, /) -> int | None: ...
+    def write(self, buf: bytearray, off: int, nbytes: int, /) -> int | None: ...
+
+class _Pin(Protocol):
+    """An output pin: machine.Pin(n, Pin.OUT, value=1)."""
+
+    def value(self, x: int, /) -> Any: ...
+
+TIMEOUTS: Final[dict[str, int]]
+"""Default deadlines (ms) by kind: at, sync, sim, reg, cipshut, ciicr, cipstart, send, rx."""
+
+class SIM800L:
+    """The modem.  Counters for benchmarks: at_commands, uart_tx, uart_rx, urcs."""
+
+    t: dict[str, int]
+    ip: str | None
+    rssi: int
+    at_commands: int
+    uart_tx: int
+    uart_rx: int
+    urcs: int
+    warnings: int
+    rings: int
+    reboots: int
+    junk: int
+    def __init__(self, uart: _UART, apn: str = "", user: str = "", password: str = "",
+                 pin: str | int | None = None, rxbuf: int = 512, max_send: int = 1460,
+                 timeouts: dict[str, int] | None = None, poll_ms: int = 1, rx_poll_ms: int = 1000,
+                 pwrkey: _Pin | None = None, reset_pin: _Pin | None = None) -> None: ...
+    async def start(self, hard_reset: bool = False) -> None:
+        """Bring the modem up (AT sync, SIM, network, GPRS); OSError with a reason."""
+    def start_blocking(self, hard_reset: bool = False) -> None: ...
+    @overload
+    def socket_class(self, async_: Literal[True]) -> type[AsyncModemSocket]: ...
+    @overload
+    def socket_class(self, async_: Literal[False] = False) -> type[ModemSocket]: ...
+    @overload
+    def socket_class(self, async_: bool) -> type[ModemSocket] | type[AsyncModemSocket]: ...
+    def stats(self) -> dict[str, int]: ...
+
+class _Base:
+    def __init__(self, modem: SIM800L) -> None: ...
+    def setblocking(self, flag: bool) -> None: ...
+    def settimeout(self, t: float | None) -> None: ...
+
+class ModemSocket(_Base):
+    """Sync flavour: connect/write block for the AT round trip."""
+
+    @staticmethod
+    def getaddrinfo(host: str, port: int, *args: Any) -> _AddrInfo: ...
+    def connect(self, addr: _Addr) -> None: ...
+    def readinto(self, buf: _WBuffer, nbytes: int | None = None) -> int | None: ...
+    def write(self, buf: _Buffer, nbytes: int | None = None) -> int: ...
+    def close(self) -> None: ...
+
+class AsyncModemSocket(_Base):
+    """Async flavour: the same names, awaited."""
+
+    @staticmethod
+    async def getaddrinfo(host: str, port: int, *args: Any) -> _AddrInfo: ...
+    async def connect(self, addr: _Addr) -> None: ...
+    def readinto(self, buf: _WBuffer, nbytes: int | None = None) -> Awaitable[int | None]: ...
+    async def write(self, buf: _Buffer, nbytes: int | None = None) -> int: ...
+    async def close(self) -> None: ...
