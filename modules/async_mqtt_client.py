@@ -898,6 +898,8 @@ class AsyncMQTTClient:
 
     def _step_sync(self):
         """One non-blocking read; True if bytes arrived."""
+        if self._rem < 0 and self._hn == 0:
+            return self._read_fast()
         if not self._want():
             return False
         n = self._sock.readinto(self._view, self._need)
@@ -906,10 +908,65 @@ class AsyncMQTTClient:
         if n == 0:
             raise OSError(_ECONNRESET, "connection closed by the server")
         self._advance(n)
+        self._flush_ack()
+        return True
+
+    def _read_fast(self):
+        """A packet from its first byte, the common case in one call.
+
+        A QoS 0/1 PUBLISH with a one-byte length that fits the free buffer
+        and has fully arrived is read (header, topic length, body: three
+        reads) and delivered here; the general reader (_want/_advance, a
+        method call per step) measured ~27 us per message on the unix port,
+        this ~10.  Anything else, or a packet only partly there, continues
+        in the general reader from the state set here.
+        """
+        sock = self._sock
+        hdr = self._hdr
+        n = sock.readinto(hdr, 2)
+        if n is None:
+            return False
+        if n == 0:
+            raise OSError(_ECONNRESET, "connection closed by the server")
+        self._hn = n
+        if n == 1:
+            return True
+        first = hdr[0]
+        rem = hdr[1]
+        if (first & 0xF4) != codec.PUBLISH or rem & 0x80 or rem < 3 or self._unread \
+                or self._bl_used or rem - 2 > len(self._rbuf):
+            self._advance(0)            # the header is complete (or needs more bytes)
+            self._flush_ack()
+            return True
+        self._rem = rem
+        self._dest = _TO_RBUF
+        self._got = 0
+        small = self._small
+        n = sock.readinto(small, 2)
+        if n != 2:
+            self._got = n or 0          # the general reader goes on from here
+            return True
+        tl = (small[0] << 8) | small[1]
+        self._check_topic_len(tl)
+        body = rem - 2
+        n = sock.readinto(self._rbuf, body)
+        if n != body:
+            self._got = 2 + (n or 0)
+            return True
+        self._last_rx = ticks_ms()
+        self._hn = 0
+        self._rem = -1
+        self._dest = _NONE
+        pid = self._deliver(first, rem, tl)
+        if first & 0x06:
+            codec.encode_ack(self._ackbuf, codec.PUBACK, pid)
+            self._write_sync(self._ackbuf, 4)
+        return True
+
+    def _flush_ack(self):
         if self._ack_pending:
             self._ack_pending = False
             self._write_sync(self._ackbuf, 4)
-        return True
 
     async def _step_async(self):
         if self._io_busy or not self._want():
