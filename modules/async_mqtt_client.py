@@ -165,6 +165,7 @@ class AsyncMQTTClient:
         self._backlog = memoryview(bytearray(config.get("backlog", len(recv_buf))))
         self._bl_used = 0
         self._sock = None
+        self._poller = None
         self._async = False
         self._sock_cls = None
         self._subs = []              # (topic, qos) to restore after reconnect
@@ -257,6 +258,7 @@ class AsyncMQTTClient:
         cfg = self._cfg
         host, port = cfg["server"], cfg["port"]
         cls = self._sock_cls
+        self._poller = None
         if cls is None:
             import socket
             addr = socket.getaddrinfo(host, port)[0][-1]
@@ -270,6 +272,7 @@ class AsyncMQTTClient:
             except BaseException:
                 s.close()
                 raise
+            self._poller = _writable_poller(s)
             return s if _MICROPYTHON else _StdSocket(s)
         if self._async:
             addr = (await cls.getaddrinfo(host, port))[0][-1]
@@ -1001,6 +1004,8 @@ class AsyncMQTTClient:
                 w = sock.write(view[off:], n - off)
                 if w:
                     off += w
+                elif self._poller:
+                    self._poller.poll(1)    # back as soon as the socket takes more
                 else:
                     sleep_ms(1)
         self._last_tx = ticks_ms()
@@ -1092,6 +1097,18 @@ class AsyncMQTTClient:
         if kind == codec.PUBACK:
             return not self._pending(pid)
         return self._wait_done
+
+
+def _writable_poller(sock):
+    """A poll object that wakes when sock can take more bytes (None where
+    the platform has no select.poll)."""
+    try:
+        import select
+        p = select.poll()
+        p.register(sock, select.POLLOUT)
+        return p
+    except (ImportError, AttributeError, OSError, TypeError):
+        return None
 
 
 async def _quietly(aw):

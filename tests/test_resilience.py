@@ -152,3 +152,16 @@ def test_garbage_from_the_server_raises_mqtterror(interp, run_scenario, payload,
     assert kind == "MQTTError" and expect in message, message
     assert connected is False
     assert reconnected is True
+
+
+def test_a_stalled_write_times_out_instead_of_hanging(interp, start_scenario, own_broker):
+    s = start_scenario(interp, "client_resilience", "write_stalls", port=own_broker.port,
+                       tag=interp)
+    s.expect("READY")
+    os.kill(own_broker.proc.pid, signal.SIGSTOP)
+    try:
+        s.send_line("go")
+        result = s.result(timeout=30)
+    finally:
+        os.kill(own_broker.proc.pid, signal.SIGCONT)
+    assert result == ["OSError", 110, True, True, False]     # ETIMEDOUT, link closed

@@ -138,3 +138,24 @@ async def hostile_server(p):
             return [type(e).__name__, str(e), connected, client.isconnected()]
         await asyncio.sleep(0.005)
     return "no error"
+
+
+async def write_stalls(p):
+    """The broker stops reading: publishes fill the socket, then the write
+    gives up after timeout_ms with an OSError instead of hanging."""
+    client = AsyncMQTTClient(config(p, client_id=b"ws-" + tag(p), timeout_ms=1000),
+                             memoryview(bytearray(64)))
+    await client.connect()
+    print("READY")
+    sys.stdin.readline()
+    payload = bytes(1000)
+    sent = 0
+    start = ticks_ms()
+    try:
+        while ticks_diff(ticks_ms(), start) < 20000:
+            await client.publish(b"ws/sink", payload)
+            sent += 1
+    except OSError as e:
+        return ["OSError", e.args[0], sent > 10, ticks_diff(ticks_ms(), start) < 8000,
+                client.isconnected()]
+    return "no error"
