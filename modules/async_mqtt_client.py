@@ -46,8 +46,10 @@ Transport contract (`sock_cls`), sync flavour (async_sock=False):
                                 None = none accepted now
     s.close()
 Async flavour (async_sock=True): the same names; getaddrinfo, connect,
-readinto, write and close are awaited.  readinto still returns None at once
-when nothing is buffered.  Native sockets (sock_cls=None) are MicroPython's
+readinto, write and close are awaited, except that readinto answers a plain
+None (not an awaitable) when nothing is buffered: then an idle check_msg()
+allocates nothing (an awaitable that evaluates to None works too, at the
+cost of a coroutine per poll).  Native sockets (sock_cls=None) are MicroPython's
 `socket` (which has this shape) or CPython's, adapted below.
 
 Config keys: client_id, server, port, user, password, keepalive (s),
@@ -633,8 +635,8 @@ class AsyncMQTTClient:
                 self._start_supervisor()
                 return _DONE
             raise MQTTError("not connected")
-        if self._async or self._io_busy:
-            return self._check_async()
+        if self._async:
+            return self._poll_async()
         try:
             while not self._unread and self._step_sync():
                 pass
@@ -650,11 +652,39 @@ class AsyncMQTTClient:
     async def _meta_ready(self):
         return self._meta
 
-    async def _check_async(self):
+    def _poll_async(self):
+        """check_msg() on an async transport.  Its readinto answers a plain
+        None when nothing waits, so an idle poll makes no coroutine; bytes
+        (or a read to await) go on in _check_async."""
         try:
+            if self._io_busy or not self._want():
+                return self._check_async(None, self._ping_due())
+            r = self._sock.readinto(self._view, self._need)
+            if r is None:
+                return self._check_async(None, True) if self._ping_due() else _DONE
+        except (OSError, MQTTError) as e:
+            self._link_lost(e)
+            return _DONE
+        self._io_busy = True            # held until _check_async has awaited r
+        return self._check_async(r, False)
+
+    async def _check_async(self, pending, ping):
+        try:
+            if pending is not None:
+                try:
+                    n = await pending
+                finally:
+                    self._io_busy = False
+                if n == 0:
+                    raise OSError(_ECONNRESET, "connection closed by the server")
+                if n is not None:
+                    self._advance(n)
+                    if self._ack_pending:
+                        self._ack_pending = False
+                        await self._write(self._ackbuf, 4)
             while not self._unread and await self._step_async():
                 pass
-            if self._sock is not None and self._ping_due():
+            if ping and self._sock is not None:
                 await self._write(self._pingbuf, 2)
         except (OSError, MQTTError) as e:
             self._link_lost(e)
@@ -976,7 +1006,10 @@ class AsyncMQTTClient:
             return False
         self._io_busy = True
         try:
-            n = await self._sock.readinto(self._view, self._need)
+            n = self._sock.readinto(self._view, self._need)
+            if n is None:
+                return False
+            n = await n
             if n is None:
                 return False
             if n == 0:

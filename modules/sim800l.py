@@ -643,7 +643,8 @@ class ModemSocket(_Base):
 
 
 class AsyncModemSocket(_Base):
-    """Async flavour: same names, awaited.  readinto completes at once (None) when nothing waits."""
+    """Async flavour: same names, awaited; but readinto answers a plain None
+    (nothing to await) when nothing waits, so a poll costs no object."""
     getaddrinfo = staticmethod(_agetaddrinfo)
 
     async def connect(self, addr):
@@ -656,7 +657,7 @@ class AsyncModemSocket(_Base):
         self._check()
         r = self._m._rx_ready(buf, nbytes)
         if r == -1:
-            return _NONE
+            return None
         return self._aread(r, buf, nbytes)
 
     async def _aread(self, r, buf, nbytes):

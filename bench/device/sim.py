@@ -54,7 +54,8 @@ class Cost:
 
 
 async def call(r):
-    return (await r) if ASYNC else r
+    # async readinto answers a plain None (no awaitable) when nothing waits
+    return (await r) if ASYNC and r is not None else r
 
 
 class Ours:

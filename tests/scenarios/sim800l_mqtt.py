@@ -64,7 +64,7 @@ class Conn:
 
     async def call(self, name, *args):
         r = getattr(self.s, name)(*args)
-        if self.a:
+        if self.a and r is not None:      # async readinto: a plain None when nothing waits
             r = await r
         return r
 
