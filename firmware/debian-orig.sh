@@ -23,20 +23,7 @@ for tool in apt-get apt-cache tar; do
 done
 [ -x "$helper" ] || die "$helper not found: this needs a Debian system with apt"
 
-archive_uri() {
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -e "$f" ] || continue
-        awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}' "$f"
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -e "$f" ] || continue
-        awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) {print $i; break}}' "$f"
-    done
-}
-uri=$(archive_uri | grep -v -- '-security' | grep -m1 '/debian/\?$' || true)
-[ -n "$uri" ] || die "no Debian archive found in /etc/apt/sources.list*; add the Debian archive your machine can reach to apt's sources"
-uri=${uri%/}
+. "$(dirname "$0")/../tools"/debian-archive.sh
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/debsrc.XXXXXX")
 trap 'rm -rf "$root"' EXIT

@@ -28,14 +28,7 @@ broken app can be updated.  After an install it resets the board.
 import sys
 import json
 
-try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:             # CPython
-    from ota import ticks_ms, ticks_diff
+from mpcompat import asyncio, ticks_ms, ticks_diff
 
 import ota
 from async_mqtt_client import AsyncMQTTClient, MQTTError

@@ -61,31 +61,13 @@ and resends in-flight QoS 1), reconnect_min_ms (500), reconnect_max_ms
 """
 import sys
 
-try:
-    import asyncio
-except ImportError:             # MicroPython before 1.21
-    import uasyncio as asyncio
-try:
-    from time import ticks_ms, ticks_diff, sleep_ms
-except ImportError:             # CPython
-    import time as _time
-
-    def ticks_ms():
-        return _time.monotonic_ns() // 1000000
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def sleep_ms(ms):
-        _time.sleep(ms / 1000)
-
 import mqtt_codec as codec
+from mpcompat import asyncio, ticks_ms, ticks_diff, sleep_ms, asleep_ms as _sleep_ms
 from mqtt_codec import MQTTError, to_bytes
 
 __all__ = ("AsyncMQTTClient", "MQTTError")
 
 _MICROPYTHON = sys.implementation.name == "micropython"
-_sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
 
 # errno values as on Linux, MicroPython and lwIP alike
 _ENOTCONN = 107

@@ -29,16 +29,7 @@ import json
 import hashlib
 from binascii import hexlify, unhexlify
 
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:             # CPython
-    import time as _time
-
-    def ticks_ms():
-        return _time.monotonic_ns() // 1000000
-
-    def ticks_diff(a, b):
-        return a - b
+from mpcompat import ticks_ms, ticks_diff
 
 ANN = 0x41          # b"A"
 CHUNK = 0x44        # b"D"

@@ -20,23 +20,7 @@
 # parsed and written by index, so nothing is allocated per byte or per line.
 import errno
 
-try:
-    from time import sleep_ms, ticks_diff, ticks_ms
-except ImportError:                      # CPython
-    import time as _time
-
-    def ticks_ms():
-        return int(_time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def sleep_ms(ms):
-        _time.sleep(ms / 1000)
-
-import asyncio
-
-_asleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
+from mpcompat import asyncio, sleep_ms, ticks_diff, ticks_ms, asleep_ms as _asleep_ms
 
 try:
     from micropython import const

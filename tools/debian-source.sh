@@ -27,19 +27,7 @@ for tool in apt-get dpkg-source dpkg-deb; do
 done
 
 # The Debian archive URI the system already uses (deb822 .sources or one-line .list).
-archive_uri() {
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -e "$f" ] || continue
-        awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}' "$f"
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -e "$f" ] || continue
-        awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) {print $i; break}}' "$f"
-    done
-}
-uri=$(archive_uri | grep -v -- '-security' | grep -m1 '/debian/\?$' || true)
-[ -n "$uri" ] || die "no Debian archive found in /etc/apt/sources.list*; add the Debian archive your machine can reach to apt's sources"
+. "$(dirname "$0")"/debian-archive.sh
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/debsrc.XXXXXX")
 trap 'rm -rf "$root"' EXIT

@@ -12,7 +12,7 @@
 import sys
 import json
 
-PRODUCT = ("async_mqtt_client", "mqtt_codec", "sim800l", "sim800l_uart", "ota", "app_runner")
+PRODUCT = ("async_mqtt_client", "mqtt_codec", "sim800l", "sim800l_uart", "ota", "app_runner", "mpcompat")
 
 
 def main():
