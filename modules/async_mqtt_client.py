@@ -467,12 +467,20 @@ class AsyncMQTTClient:
     async def _publish_slow(self, topic, msg, retain, qos):
         """Publish over an async transport, or once the link is back."""
         while True:
-            await self._until_connected()
-            await self._lock_io()
+            # (the awaits below are spelled out, not helpers: each helper
+            # coroutine would be one more object per publish)
+            if self._sock is None:
+                await self._until_connected()
+            while self._io_busy:        # async flavour: another task is writing
+                await _sleep_ms(0)
+            self._io_busy = self._async
             try:
                 pid = self._new_pid() if qos else 0
                 buf = self._encode_publish(topic, msg, retain, qos, pid)
-                await self._write_io(buf, self._enc_len)
+                if self._async:
+                    await self._write_async(buf, self._enc_len)
+                else:
+                    self._write_sync(buf, self._enc_len)
                 break
             except OSError as e:
                 self._io_busy = False
@@ -1029,9 +1037,8 @@ class AsyncMQTTClient:
     async def _write_async(self, buf, n):
         off = 0
         start = ticks_ms()
-        view = memoryview(buf)
         while off < n:
-            w = await self._sock.write(view[off:] if off else buf, n - off)
+            w = await self._sock.write(memoryview(buf)[off:] if off else buf, n - off)
             if w:
                 off += w
             else:
