@@ -5,6 +5,8 @@ import sys
 import asyncio
 from time import ticks_us, ticks_diff
 
+import timeout_error  # noqa: F401  (bench/shims: TimeoutError, as aiomqttc expects)
+
 MODULES = ("aiomqttc",)
 
 

@@ -37,7 +37,6 @@ import gc  # noqa: E402
 import asyncio  # noqa: E402
 
 if MICROPYTHON:
-    import board  # noqa: E402,F401  (TimeoutError for the peers)
     from time import ticks_us, ticks_diff  # noqa: E402
     from array import array  # noqa: E402
 

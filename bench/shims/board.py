@@ -1,11 +1,5 @@
-# What a board's MicroPython has beyond the unix port, for the peers.
-import asyncio
-import builtins
+# What a board's MicroPython has beyond the unix port, for mqtt_async.
 import socket as _socket
-
-# aiomqttc catches TimeoutError by that name: the one asyncio.wait_for raises.
-if not hasattr(builtins, "TimeoutError"):
-    builtins.TimeoutError = asyncio.TimeoutError
 
 
 class lwip_socket:
