@@ -444,8 +444,11 @@ DOC_BEGIN = "<!-- bench:table:begin (bench/run.py rewrites this part) -->"
 DOC_END = "<!-- bench:table:end -->"
 
 
-def update_doc(res, md_table):
-    doc = os.path.join(ROOT, "docs", "benchmarks.md")
+DOCS_WITH_TABLE = (os.path.join(ROOT, "docs", "benchmarks.md"), os.path.join(ROOT, "README.md"))
+
+
+def update_doc(doc, res, md_table):
+    """Rewrite the table between DOC_BEGIN and DOC_END in doc."""
     if not os.path.exists(doc):
         return False
     text = open(doc).read()
@@ -497,8 +500,9 @@ def main(argv=None):
         except ImportError:
             log("matplotlib is not installed here: no plot (make bench installs bench/requirements.txt)")
     if not a.smoke and not partial and os.path.abspath(a.out) == os.path.join(HERE, "results"):
-        if update_doc(res, table(res)):
-            log("docs/benchmarks.md: table updated")
+        for doc in DOCS_WITH_TABLE:
+            if update_doc(doc, res, table(res)):
+                log("%s: table updated" % os.path.relpath(doc, ROOT))
     log("")
     log(md)
     log("bench: %s s; results in %s" % (res["duration_s"], a.out))
