@@ -803,7 +803,8 @@ class AsyncMQTTClient:
             self._got += n
             if self._got < self._rem:
                 if self._got == 2 and self._dest == _TO_RBUF:
-                    self._check_topic_len((self._small[0] << 8) | self._small[1])
+                    self._check_topic_len(self._hdr[0], (self._small[0] << 8) | self._small[1],
+                                          self._rem)
                 return False
         self._last_rx = ticks_ms()
         self._complete()
@@ -862,15 +863,15 @@ class AsyncMQTTClient:
             return True
         return False
 
-    def _check_topic_len(self, tl):
-        first = self._hdr[0]
-        if tl == 0 or 2 + tl + (2 if first & 0x06 else 0) > self._rem:
-            raise MQTTError("malformed PUBLISH: topic length %d in %d bytes" % (tl, self._rem))
+    @staticmethod
+    def _check_topic_len(first, tl, rem):
+        if tl == 0 or 2 + tl + (2 if first & 0x06 else 0) > rem:
+            raise MQTTError("malformed PUBLISH: topic length %d in %d bytes" % (tl, rem))
 
     def _parse_publish(self, body, first, rem):
         """Validate a PUBLISH body (with its topic length); returns its packet id."""
         tl = (body[0] << 8) | body[1]
-        self._check_topic_len(tl)
+        self._check_topic_len(first, tl, rem)
         return (body[2 + tl] << 8) | body[3 + tl] if first & 0x06 else 0
 
     def _deliver(self, first, rem, tl):
@@ -945,46 +946,57 @@ class AsyncMQTTClient:
         this ~10.  Anything else, or a packet only partly there, continues
         in the general reader from the state set here.
         """
+        # Reader state (_hn, _rem, _got, _dest) is only written when the
+        # general reader must take over: the common path touches none of it.
         sock = self._sock
         hdr = self._hdr
         n = sock.readinto(hdr, 2)
         if n is None:
             return False
-        if n == 0:
-            raise OSError(_ECONNRESET, "connection closed by the server")
-        self._hn = n
-        if n == 1:
+        if n != 2:
+            if n == 0:
+                raise OSError(_ECONNRESET, "connection closed by the server")
+            self._hn = 1
             return True
         first = hdr[0]
         rem = hdr[1]
+        rbuf = self._rbuf
         if (first & 0xF4) != codec.PUBLISH or rem & 0x80 or rem < 3 or self._unread \
-                or self._bl_used or rem - 2 > len(self._rbuf):
+                or self._bl_used or rem - 2 > len(rbuf):
+            self._hn = 2
             self._advance(0)            # the header is complete (or needs more bytes)
             self._flush_ack()
             return True
-        self._rem = rem
-        self._dest = _TO_RBUF
-        self._got = 0
         small = self._small
         n = sock.readinto(small, 2)
         if n != 2:
-            self._got = n or 0          # the general reader goes on from here
-            return True
+            return self._continue_publish(rem, n)
         tl = (small[0] << 8) | small[1]
-        self._check_topic_len(tl)
         body = rem - 2
-        n = sock.readinto(self._rbuf, body)
+        if tl == 0 or tl + (4 if first & 0x06 else 2) > rem:
+            self._check_topic_len(first, tl, rem)   # raises, naming the fault
+        n = sock.readinto(rbuf, body)
         if n != body:
-            self._got = 2 + (n or 0)
-            return True
+            return self._continue_publish(rem, 2 + (n or 0))
         self._last_rx = ticks_ms()
-        self._hn = 0
-        self._rem = -1
-        self._dest = _NONE
+        if not first & 0x06:            # QoS 0: topic and payload are in place
+            meta = self._meta
+            meta[0] = tl
+            meta[1] = body
+            self.msg_flags = first
+            self._unread = True
+            return True
         pid = self._deliver(first, rem, tl)
-        if first & 0x06:
-            codec.encode_ack(self._ackbuf, codec.PUBACK, pid)
-            self._write_sync(self._ackbuf, 4)
+        codec.encode_ack(self._ackbuf, codec.PUBACK, pid)
+        self._write_sync(self._ackbuf, 4)
+        return True
+
+    def _continue_publish(self, rem, got):
+        """A PUBLISH only partly there: the general reader goes on with it."""
+        self._hn = 2
+        self._rem = rem
+        self._dest = _TO_RBUF
+        self._got = got or 0
         return True
 
     def _flush_ack(self):
