@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT
+from helpers import fails_clearly
 
 
 def run(cmd, **env):
@@ -14,21 +15,13 @@ def run(cmd, **env):
     return subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
 
 
-def assert_clear_failure(r, *phrases):
-    out = r.stdout + r.stderr
-    assert r.returncode != 0, out
-    assert "Traceback" not in out, out
-    for p in phrases:
-        assert p in out, out
-
-
 @pytest.mark.parametrize("path,phrase", [
     ("/nonexistent/micropython", "does not exist"),
     ("/tmp", "is not a MicroPython source tree"),
 ])
 def test_wrong_micropy_dir(path, phrase):
     r = run(["make", "micropython"], MICROPY_DIR=path)
-    assert_clear_failure(r, "MICROPY_DIR=" + path, phrase, "point it at")
+    fails_clearly(r, "MICROPY_DIR=" + path, phrase, "point it at")
 
 
 def test_missing_compiler(tmp_path):
@@ -38,12 +31,12 @@ def test_missing_compiler(tmp_path):
     for tool in ("bash", "dirname", "realpath", "make", "python3", "sha256sum", "cat"):
         os.symlink(shutil.which(tool), bin_dir / tool)
     r = run(["bash", "tools/build-micropython.sh"], PATH=str(bin_dir))
-    assert_clear_failure(r, "'gcc' not found", ".ci/run --deps-only")
+    fails_clearly(r, "'gcc' not found", ".ci/run --deps-only")
 
 
 def test_no_network_to_the_debian_archive(tmp_path):
     # apt honours http_proxy: a closed local port stands for a machine without network
     r = run(["tools/debian-source.sh", "source", "micropython", "1.25.0+ds-1",
              str(tmp_path / "src")], http_proxy="http://127.0.0.1:9")
-    assert_clear_failure(r, "cannot reach the Debian archive", "apt-get update")
+    fails_clearly(r, "cannot reach the Debian archive", "apt-get update")
     assert not (tmp_path / "src").exists()

@@ -23,6 +23,7 @@ import tty
 import pytest
 
 from conftest import MICROPYTHON, ROOT
+from helpers import fails_clearly
 
 BOARDS = ("RPI_PICO_MQTT", "ESP32_GENERIC_MQTT")
 FW = os.path.join(ROOT, "firmware")
@@ -35,16 +36,6 @@ def run(cmd, env=None, cwd=ROOT, timeout=900, **kw):
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def fails_clearly(r, *needles):
-    """A refusal: non-zero exit, the needles in the message, no Python traceback."""
-    out = r.stdout + r.stderr
-    assert r.returncode != 0, out
-    assert "Traceback" not in out, out
-    for n in needles:
-        assert n in out, out
-    return out
 
 
 def our_modules():

