@@ -20,7 +20,7 @@
 # parsed and written by index, so nothing is allocated per byte or per line.
 import errno
 
-from mpcompat import asyncio, sleep_ms, ticks_diff, ticks_ms, asleep_ms as _asleep_ms
+from mpcompat import sleep_ms, ticks_diff, ticks_ms, asleep_ms as _asleep_ms
 
 try:
     from micropython import const

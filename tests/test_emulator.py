@@ -18,7 +18,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "emulator"))
-from emulated_board import BoardError, EmulatedBoard  # noqa: E402
+from emulated_board import EmulatedBoard  # noqa: E402
 
 BOARD = "RPI_PICO_MQTT"
 IMAGE = os.path.join(ROOT, "firmware", BOARD + ".uf2")

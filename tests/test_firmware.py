@@ -16,7 +16,6 @@ import pty
 import re
 import shutil
 import subprocess
-import sys
 import time
 import tty
 

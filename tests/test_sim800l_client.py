@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from conftest import INTERPRETERS
-from test_sim800l import FAST, FLAVOURS, Sim800L, params, sim  # noqa: F401  (sim is a fixture)
+from test_sim800l import FLAVOURS, Sim800L, params, sim  # noqa: F401  (sim is a fixture)
 
 # Faults per interpreter in the soak (the issue asks for 500 in all).
 SOAK_FAULTS = int(os.environ.get("SIM800L_SOAK_FAULTS", 250))
