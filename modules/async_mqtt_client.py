@@ -159,6 +159,8 @@ class AsyncMQTTClient:
         self._slot_pid = 0
         self._inflight = {}          # pid -> bytes of the QoS 1 PUBLISH
         self._enc_len = 0
+        self._pub_topic = None       # header cache of the last QoS 0 publish (_encode_publish)
+        self._pub_mlen = self._pub_retain = self._pub_at = 0
         self._pid = 0
         self._checked_topic = None   # last publish topic validated
         self._reconnecting = False
@@ -496,7 +498,15 @@ class AsyncMQTTClient:
         """Encode into the transmit buffer (QoS 1: into the in-flight slot,
         where it stays until its PUBACK); returns the buffer, length in
         self._enc_len."""
-        size = codec.publish_size(len(topic), len(msg), qos)
+        ml = len(msg)
+        if not qos and topic is self._pub_topic and ml == self._pub_mlen \
+                and retain == self._pub_retain:
+            # Same topic object, payload length and flags as the last QoS 0
+            # publish, and nothing else wrote the transmit buffer since: the
+            # header and topic are in place, only the payload changes.
+            self._enc_len = codec.put_bytes(self._tx, self._pub_at, msg, ml)
+            return self._tx
+        size = codec.publish_size(len(topic), ml, qos)
         if qos and not self._slot_pid and size <= len(self._slot):
             buf = self._slot
             self._slot_pid = pid
@@ -504,6 +514,11 @@ class AsyncMQTTClient:
             buf = self._tx_for(size)
         n = codec.encode_publish(buf, topic, msg, qos, retain, False, pid)
         self._enc_len = n
+        if not qos:
+            self._pub_topic = topic
+            self._pub_mlen = ml
+            self._pub_retain = retain
+            self._pub_at = n - ml
         if qos and buf is not self._slot:
             self._inflight[pid] = bytes(memoryview(buf)[:n])   # more than one in flight
         return buf
@@ -603,7 +618,9 @@ class AsyncMQTTClient:
                 return pid
 
     def _tx_for(self, size):
-        """The transmit buffer, grown once if a packet needs more room."""
+        """The transmit buffer, grown once if a packet needs more room.
+        Every encoder gets it here, which ends the QoS 0 header cache."""
+        self._pub_topic = None
         if size > len(self._tx):
             self._tx = bytearray(size)
         return self._tx

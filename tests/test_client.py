@@ -105,3 +105,10 @@ def test_tls_on_cpython(run_scenario, tmp_path):
                             port=b.tls_port, tag="cp") == "SSLCertVerificationError"
     finally:
         b.stop()
+
+
+def test_mixed_publishes_each_arrive_as_sent(interp, run_scenario, broker):
+    got = run_scenario(interp, "client_basic", "mixed_publishes", port=broker.port, tag=interp)
+    a, b = b"mix/a/" + interp.encode(), b"mix/b/" + interp.encode()
+    assert got == [[a, b"one"], [a, b"two"], [a, b"three"], [b, b"four"], [a, b"fiver"],
+                   [a, b"six"], [a, b"sev"], [b, b"eight"]]

@@ -238,3 +238,27 @@ async def tls_rejects_unknown_server(p):
     except OSError as e:       # ssl.SSLCertVerificationError is an OSError
         return type(e).__name__
     return "connected"
+
+
+async def mixed_publishes(p):
+    """The QoS 0 header cache never leaks into other packets: QoS 0/1,
+    retain on/off, other topics and lengths, subscribes in between."""
+    client = AsyncMQTTClient(config(p, client_id=b"mix-" + tag(p)), memoryview(bytearray(128)))
+    await client.connect()
+    a = b"mix/a/" + tag(p)
+    b = b"mix/b/" + tag(p)
+    await client.subscribe(a)
+    await client.subscribe(b, qos=1)
+    sent = [(a, b"one", 0, False), (a, b"two", 0, False), (a, b"three", 0, False),
+            (b, b"four", 1, False), (a, b"fiver", 0, False), (a, b"six", 0, True),
+            (a, b"sev", 0, False), (b, b"eight", 0, False)]
+    got = []
+    for i, (t, m, q, r) in enumerate(sent):
+        if i == 5:
+            await client.subscribe(b"mix/other/" + tag(p))
+        await client.publish(t, m, retain=r, qos=q)
+        got.append(await next_msg(client))
+    await client.publish(a, b"", retain=True)      # clear the retained message
+    await next_msg(client)
+    await client.disconnect()
+    return [[t, m] for t, m in got]
