@@ -161,7 +161,11 @@ build_rp2() {
             case $from in "$top") to=/project ;; "$tree") to=/micropython ;; *) to=/build ;; esac
             map+=" -ffile-prefix-map=$from=$to -fdebug-prefix-map=$from=$to"
         done
-        local genv=(env SOURCE_DATE_EPOCH="$sde" MICROPY_MPYCROSS="$mpyc"
+        # PYTHONHASHSEED: MicroPython's generators iterate Python sets of
+        # strings (tools/boardgen.py: a pin's board names), whose order
+        # otherwise changes from run to run; seen as two pins.h lines, then
+        # two table entries, swapped between two otherwise identical builds.
+        local genv=(env SOURCE_DATE_EPOCH="$sde" PYTHONHASHSEED=0 MICROPY_MPYCROSS="$mpyc"
                     CFLAGS="$map" CXXFLAGS="$map" ASMFLAGS="$map")
         [ "$libs_id" = in-tree ] || genv+=(GIT_CEILING_DIRECTORIES="$(dirname "$tree")")
         rm -f "$work/key"
@@ -225,7 +229,7 @@ build_esp32() {
         : > "$log"
         say "building $variant with ESP-IDF $idf_id from $mpy_src (log: $log)"
         rm -f "$work/key"
-        SOURCE_DATE_EPOCH="$sde" make -C "$mpy_src/ports/esp32" BOARD="$BOARD" BOARD_DIR="$board_dir" BUILD="$b" \
+        SOURCE_DATE_EPOCH="$sde" PYTHONHASHSEED=0 make -C "$mpy_src/ports/esp32" BOARD="$BOARD" BOARD_DIR="$board_dir" BUILD="$b" \
             "${manifest[@]}" CMAKE_ARGS="-DMICROPY_LIB_DIR=$(empty_lib)" >>"$log" 2>&1 \
             || log_fail "$log" "the esp32 build failed"
         echo "$key" > "$work/key"
