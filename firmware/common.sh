@@ -2,7 +2,6 @@
 # versions, board lookup, error helpers and the host-tool lookup.
 
 # Debian (trixie) sources the images are built from.
-MICROPY_DEB_VERSION=${MICROPY_DEB_VERSION:-1.25.0+ds-1}
 PICO_SDK_DEB_VERSION=2.1.1-1             # binary package pico-sdk-source (all)
 TINYUSB_DEB_VERSION=0.18.0+dfsg-1        # binary package tinyusb-source (all)
 MBEDTLS_DEB_VERSION=3.6.6-0.1~deb13u1    # source package mbedtls
@@ -45,22 +44,8 @@ host_tool() {
     fi
 }
 
-# Source tree identity: MICROPY_DIR (a checkout of your own) or Debian's package.
-micropython_source() {
-    if [ -n "${MICROPY_DIR:-}" ]; then
-        mpy_src=$(realpath -m "$MICROPY_DIR")
-        [ -d "$mpy_src" ] || die "MICROPY_DIR=$MICROPY_DIR does not exist; point it at a MicroPython checkout (the folder holding py/ and ports/), or unset it to use Debian's source"
-        [ -f "$mpy_src/py/mkrules.cmake" ] && [ -d "$mpy_src/ports/$port" ] && [ -d "$mpy_src/mpy-cross" ] \
-            || die "MICROPY_DIR=$MICROPY_DIR is not a MicroPython source tree (no py/mkrules.cmake, ports/$port or mpy-cross/); point it at the top of a checkout"
-        mpy_id=$( (git -C "$mpy_src" rev-parse HEAD 2>/dev/null && git -C "$mpy_src" status --porcelain 2>/dev/null) || echo "$mpy_src")
-        mpy_tag=custom-$(echo "$mpy_src" | sha256sum | cut -c1-12)
-    else
-        mpy_src=$cache/debian/micropython-$MICROPY_DEB_VERSION
-        "$top/tools/debian-source.sh" source micropython "$MICROPY_DEB_VERSION" "$mpy_src"
-        mpy_id=debian-$MICROPY_DEB_VERSION
-        mpy_tag=debian-$MICROPY_DEB_VERSION
-    fi
-}
+# micropython_source: MICROPY_DIR (a checkout of your own) or Debian's package.
+. "$top/tools/micropython-source.sh"
 
 # A folder holding only an empty README.md: satisfies MicroPython's
 # "micropython-lib submodule" check; our manifests require() nothing from it.

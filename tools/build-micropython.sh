@@ -11,7 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 
-MICROPY_DEB_VERSION=${MICROPY_DEB_VERSION:-1.25.0+ds-1}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 die() { echo "build-micropython: $*" >&2; exit 1; }
@@ -21,20 +20,9 @@ for tool in gcc make python3 sha256sum; do
     command -v "$tool" >/dev/null || die "'$tool' not found; run .ci/run --deps-only (or apt-get install build-essential python3)"
 done
 
-if [ -n "${MICROPY_DIR:-}" ]; then
-    src=$(realpath -m "$MICROPY_DIR")
-    [ -d "$src" ] || die "MICROPY_DIR=$MICROPY_DIR does not exist; point it at a MicroPython checkout (the folder holding py/ and ports/)"
-    [ -f "$src/py/mkrules.mk" ] && [ -d "$src/ports/unix" ] && [ -d "$src/mpy-cross" ] \
-        || die "MICROPY_DIR=$MICROPY_DIR is not a MicroPython source tree (no py/mkrules.mk, ports/unix or mpy-cross); point it at the top of a checkout"
-    # A git checkout is identified by its commit plus local changes; otherwise by its path.
-    src_id=$( (git -C "$src" rev-parse HEAD 2>/dev/null && git -C "$src" status --porcelain 2>/dev/null) || echo "$src")
-    tag=custom-$(echo "$src" | sha256sum | cut -c1-12)
-else
-    src=$top/.cache/debian/micropython-$MICROPY_DEB_VERSION
-    tools/debian-source.sh source micropython "$MICROPY_DEB_VERSION" "$src"
-    src_id=debian-$MICROPY_DEB_VERSION
-    tag=debian-$MICROPY_DEB_VERSION
-fi
+. tools/micropython-source.sh
+micropython_source unix
+src=$mpy_src src_id=$mpy_id tag=$mpy_tag
 
 # Everything that changes the binary: the source identity, the manifests,
 # the frozen modules and this script.
