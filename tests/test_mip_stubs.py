@@ -56,8 +56,8 @@ def micropython_tree():
     if os.environ.get("MICROPY_DIR"):
         tree = os.path.realpath(os.environ["MICROPY_DIR"])
     else:
-        common = open(os.path.join(ROOT, "firmware", "common.sh")).read()
-        version = re.search(r"MICROPY_DEB_VERSION=\$\{MICROPY_DEB_VERSION:-([^}]+)\}", common).group(1)
+        pins = open(os.path.join(ROOT, "tools", "micropython-source.sh")).read()
+        version = re.search(r"MICROPY_DEB_VERSION=\$\{MICROPY_DEB_VERSION:-([^}]+)\}", pins).group(1)
         tree = os.path.join(ROOT, ".cache", "debian", "micropython-" + version)
         if not os.path.isdir(tree):
             ok(run([os.path.join(ROOT, "tools", "debian-source.sh"), "source", "micropython", version, tree]))
