@@ -485,7 +485,6 @@ class AsyncMQTTClient:
                     self._write_sync(buf, self._enc_len)
                 break
             except OSError as e:
-                self._io_busy = False
                 self._link_lost(e)      # raises unless reconnecting
                 if qos:
                     break               # kept in flight: the reconnect resends it
@@ -683,10 +682,7 @@ class AsyncMQTTClient:
                     n = await pending
                 finally:
                     self._io_busy = False
-                if n == 0:
-                    raise OSError(_ECONNRESET, "connection closed by the server")
-                if n is not None:
-                    self._advance(n)
+                if self._took(n):
                     if self._ack_pending:
                         self._ack_pending = False
                         await self._write(self._ackbuf, 4)
@@ -944,12 +940,8 @@ class AsyncMQTTClient:
             return self._read_fast()
         if not self._want():
             return False
-        n = self._sock.readinto(self._view, self._need)
-        if n is None:
+        if not self._took(self._sock.readinto(self._view, self._need)):
             return False
-        if n == 0:
-            raise OSError(_ECONNRESET, "connection closed by the server")
-        self._advance(n)
         self._flush_ack()
         return True
 
@@ -1016,6 +1008,16 @@ class AsyncMQTTClient:
         self._got = got or 0
         return True
 
+    def _took(self, n):
+        """What a readinto into self._view answered: False for nothing yet,
+        an error at end of stream, else the bytes go to the reader."""
+        if n is None:
+            return False
+        if n == 0:
+            raise OSError(_ECONNRESET, "connection closed by the server")
+        self._advance(n)
+        return True
+
     def _flush_ack(self):
         if self._ack_pending:
             self._ack_pending = False
@@ -1027,14 +1029,8 @@ class AsyncMQTTClient:
         self._io_busy = True
         try:
             n = self._sock.readinto(self._view, self._need)
-            if n is None:
+            if n is None or not self._took(await n):
                 return False
-            n = await n
-            if n is None:
-                return False
-            if n == 0:
-                raise OSError(_ECONNRESET, "connection closed by the server")
-            self._advance(n)
             if self._ack_pending:
                 self._ack_pending = False
                 await self._write_async(self._ackbuf, 4)
