@@ -118,6 +118,12 @@ class _StdSocket:
 
 # Where the body of the packet being read goes.
 _TO_SMALL = 0      # ack/response bodies (<= 3 bytes)
+_BL_HDR = 5        # backlog entry: first byte, remaining length in 4 bytes
+# Reads one check_msg() (or one turn of an ack wait) may make before it
+# yields: a peer that never stops sending (a flood of messages too big to
+# keep) must not hold the event loop.  A delivered message ends the call
+# anyway; 16 reads drain 16 x the backlog's size.
+_READS_PER_CALL = 16
 _TO_RBUF = 1       # PUBLISH straight into the caller's buffer
 _TO_BACKLOG = 2    # PUBLISH while the caller's buffer holds an unread one
 _DRAIN = 3         # PUBLISH bigger than the buffer: read and drop
@@ -134,6 +140,13 @@ class AsyncMQTTClient:
             raise TypeError("recv_buf must be a memoryview of a bytearray")
         if len(recv_buf) < 8:
             raise ValueError("recv_buf must hold at least 8 bytes")
+        try:                            # bytes, or a memoryview of bytes: read-only
+            recv_buf[0] = recv_buf[0]
+        except TypeError:
+            raise TypeError("recv_buf must be writable (a memoryview of a bytearray)")
+        if len(bytes(recv_buf[:1])) != 1:   # (MicroPython's memoryview has no itemsize)
+            raise TypeError("recv_buf must be a memoryview of bytes, not of wider items")
+        backlog = _int(config.get("backlog", len(recv_buf)), "backlog", 0, codec.MAX_REMAINING)
         self._cfg = self._check_config(config)
         self._rbuf = recv_buf
         import array
@@ -145,8 +158,9 @@ class AsyncMQTTClient:
         self._hviews = tuple(memoryview(self._hdr)[i:] for i in range(5))
         self._small = bytearray(4)
         self._small_v = memoryview(self._small)
-        self._scratch = memoryview(bytearray(32))     # drain target
-        self._backlog = memoryview(bytearray(config.get("backlog", len(recv_buf))))
+        self._scratch = memoryview(bytearray(32))     # drain target while the backlog holds messages
+        self._backlog = memoryview(bytearray(backlog))
+        self._bl_head = 0            # backlog entries: [_bl_head, _bl_used)
         self._bl_used = 0
         self._sock = None
         self._poller = None
@@ -164,6 +178,9 @@ class AsyncMQTTClient:
         self._pid = 0
         self._checked_topic = None   # last publish topic validated
         self._reconnecting = False
+        self._app_closed = True      # until connect(), after disconnect(): stay down
+        self._backoff = 0            # ms the last reconnect had backed off to
+        self._up_at = 0              # ticks_ms() when the session last opened
         self._io_busy = False        # async flavour: one reader/writer at a time
         self.session_present = False
         self.dropped = 0             # oversize messages read and dropped
@@ -186,9 +203,12 @@ class AsyncMQTTClient:
 
     @staticmethod
     def _check_config(c):
+        """Every value checked (and copied: a bytearray changed later must not
+        change the session) here, so a bad one raises now, not at connect or
+        on the wire."""
         cfg = {}
-        cfg["client_id"] = to_bytes(c.get("client_id", b""), "client_id")
-        cfg["clean_session"] = bool(c.get("clean_session", True))
+        cfg["client_id"] = _string(c.get("client_id", b""), "client_id")
+        cfg["clean_session"] = _flag(c.get("clean_session", True), "clean_session")
         if not cfg["client_id"] and not cfg["clean_session"]:
             raise ValueError("an empty client_id needs clean_session=True (MQTT 3.1.3.1)")
         server = c.get("server")
@@ -196,36 +216,33 @@ class AsyncMQTTClient:
             raise ValueError("config['server'] must be a host name or address (str)")
         cfg["server"] = server
         tls = c.get("ssl", False)
-        if tls is not False and not isinstance(tls, (bool, dict)):
+        if not isinstance(tls, (bool, dict)):
             raise TypeError("config['ssl'] must be a bool or a dict")
         cfg["ssl"] = tls
-        port = c.get("port", 8883 if tls else 1883)
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError("config['port'] must be an int 1..65535")
-        cfg["port"] = port
-        user = c.get("user") or b""
-        password = c.get("password") or b""
-        cfg["user"] = to_bytes(user, "user")
-        cfg["password"] = to_bytes(password, "password")
+        cfg["port"] = _int(c.get("port", 8883 if tls else 1883), "port", 1, 65535)
+        cfg["user"] = _string(c.get("user") or b"", "user")
+        cfg["password"] = _binary(c.get("password") or b"", "password")
         if cfg["password"] and not cfg["user"]:
             raise ValueError("a password needs a user name (MQTT 3.1.2.9)")
-        ka = c.get("keepalive", 0)
-        if not isinstance(ka, int) or not 0 <= ka <= 65535:
-            raise ValueError("config['keepalive'] must be an int 0..65535 (seconds)")
-        cfg["keepalive"] = ka
-        will = c.get("last_will") or {}
-        wt = to_bytes(will.get("topic") or b"", "last_will topic")
+        cfg["keepalive"] = _int(c.get("keepalive", 0), "keepalive", 0, 65535)
+        will = c.get("last_will")
+        if will is None:
+            will = {}
+        if not isinstance(will, dict):
+            raise TypeError("config['last_will'] must be a dict (topic, msg, qos, retain)")
+        wt = will.get("topic") or b""
+        wt = to_bytes(wt, "last_will topic")
         if wt:
             codec.check_topic(wt, False)
-        wq = will.get("qos", 0)
-        if wq not in (0, 1, 2):
-            raise ValueError("last_will qos must be 0, 1 or 2")
-        cfg["will"] = (wt, to_bytes(will.get("msg") or b"", "last_will msg"), wq,
-                       bool(will.get("retain", False)))
-        cfg["reconnect"] = bool(c.get("reconnect", False))
-        cfg["reconnect_min_ms"] = int(c.get("reconnect_min_ms", 500))
-        cfg["reconnect_max_ms"] = int(c.get("reconnect_max_ms", 30000))
-        cfg["timeout_ms"] = int(c.get("timeout_ms", 10000))
+        wq = _int(will.get("qos", 0), "last_will qos", 0, 2)
+        cfg["will"] = (bytes(wt), _binary(will.get("msg") or b"", "last_will msg"), wq,
+                       _flag(will.get("retain", False), "last_will retain"))
+        cfg["reconnect"] = _flag(c.get("reconnect", False), "reconnect")
+        lo = cfg["reconnect_min_ms"] = _int(c.get("reconnect_min_ms", 500), "reconnect_min_ms",
+                                            1, _MAX_MS)
+        cfg["reconnect_max_ms"] = _int(c.get("reconnect_max_ms", 30000), "reconnect_max_ms",
+                                       lo, _MAX_MS)
+        cfg["timeout_ms"] = _int(c.get("timeout_ms", 10000), "timeout_ms", 1, _MAX_MS)
         return cfg
 
     # ---- connection ----------------------------------------------------
@@ -237,8 +254,11 @@ class AsyncMQTTClient:
         self._sock_cls = sock_cls
         self._async = bool(async_sock) and sock_cls is not None
         if clean_session is not None:
-            self._cfg["clean_session"] = bool(clean_session)
+            self._cfg["clean_session"] = _flag(clean_session, "clean_session")
+        self._app_closed = False
         await self._open_session(False)
+        self._backoff = 0
+        self._up_at = ticks_ms()
 
     async def _open_transport(self):
         cfg = self._cfg
@@ -326,7 +346,14 @@ class AsyncMQTTClient:
             if resume:
                 if not self.session_present:
                     for topic, qos in self._subs:
-                        await self._subscribe(topic, qos)
+                        try:
+                            await self._subscribe(topic, qos)
+                        except MQTTError as e:
+                            if e.code is None:
+                                raise
+                            # Granted before, refused now (the broker's ACL
+                            # changed): keep the session, tell the app.
+                            self.last_error = e
                 await self._resend_inflight()
         except BaseException:
             self._close_transport()
@@ -343,7 +370,12 @@ class AsyncMQTTClient:
                 pass
 
     async def disconnect(self):
-        """Send DISCONNECT (the broker then drops the last will) and close."""
+        """Send DISCONNECT (the broker then drops the last will) and close.
+
+        The client then stays down (no reconnect, check_msg() and publish()
+        raise MQTTError) until connect() or reconnect() is called.
+        """
+        self._app_closed = True
         if self._sock is not None:
             try:
                 self._ackbuf[0] = codec.DISCONNECT
@@ -365,6 +397,7 @@ class AsyncMQTTClient:
         Re-subscribes (unless the broker kept the session) and resends
         unacknowledged QoS 1 publishes with DUP.  attempts=0: forever.
         """
+        self._app_closed = False
         if self._reconnecting:          # another task is at it: wait for it
             while self._reconnecting:
                 await _sleep_ms(20)
@@ -376,26 +409,50 @@ class AsyncMQTTClient:
 
     async def _reconnect_loop(self, attempts):
         """The reconnect itself; self._reconnecting is already raised."""
-        delay = self._cfg["reconnect_min_ms"]
+        cfg = self._cfg
+        delay = self._young_backoff()   # 0: the first try at once
         tries = 0
         try:
             while True:
+                if delay:
+                    await _sleep_ms(delay + _jitter(delay // 2))
+                if self._app_closed:
+                    raise MQTTError("not connected: disconnect() was called")
                 try:
                     await self._open_session(True)
-                    self.reconnects += 1
-                    return
                 except (OSError, MQTTError) as e:
                     self.last_error = e
                     tries += 1
                     if attempts and tries >= attempts:
                         raise
-                await _sleep_ms(delay + _jitter(delay // 2))
-                delay = min(delay * 2, self._cfg["reconnect_max_ms"])
+                    delay = min(max(delay * 2, cfg["reconnect_min_ms"]), cfg["reconnect_max_ms"])
+                    continue
+                if self._app_closed:    # disconnect() was called meanwhile
+                    self._close_transport()
+                    raise MQTTError("not connected: disconnect() was called")
+                self.reconnects += 1
+                self._backoff = delay
+                self._up_at = ticks_ms()
+                return
         finally:
             self._reconnecting = False
 
+    def _young_backoff(self):
+        """The delay before the first reconnect try: none after a session
+        that lived, but when the last session died younger than the backoff
+        that led to it (or reconnect_min_ms), the server takes our CONNECT
+        and then drops us at once: go on doubling instead of starting over,
+        or a fleet hammers the broker in a loop."""
+        cfg = self._cfg
+        lo = cfg["reconnect_min_ms"]
+        if ticks_diff(ticks_ms(), self._up_at) >= max(self._backoff, lo):
+            return 0
+        return min(max(self._backoff * 2, lo), cfg["reconnect_max_ms"])
+
     def _link_lost(self, exc):
         """The transport failed: close it, then reconnect (if configured) or raise."""
+        if self._app_closed and self._sock is None:
+            raise exc               # disconnect() closed it: not a loss
         if self._sock is None and (self._reconnecting or not self._cfg["reconnect"]):
             if not self._cfg["reconnect"]:
                 raise exc
@@ -413,7 +470,7 @@ class AsyncMQTTClient:
     def _start_supervisor(self):
         # The flag is raised here, not when the task first runs, so that two
         # tasks noticing the loss in the same tick start one supervisor.
-        if not self._reconnecting:
+        if not self._reconnecting and not self._app_closed:
             self._reconnecting = True
             asyncio.create_task(self._supervise())
 
@@ -421,11 +478,12 @@ class AsyncMQTTClient:
         try:
             await self._reconnect_loop(0)
         except Exception as e:      # never dies silently: kept for the app
-            self.last_error = e
+            if not self._app_closed:
+                self.last_error = e
 
     async def _until_connected(self):
         while self._sock is None:
-            if not (self._cfg["reconnect"] or self._reconnecting):
+            if self._app_closed or not (self._cfg["reconnect"] or self._reconnecting):
                 raise MQTTError("not connected")
             self._start_supervisor()
             await _sleep_ms(20)
@@ -445,10 +503,14 @@ class AsyncMQTTClient:
         if topic is not self._checked_topic:
             topic = to_bytes(topic, "topic")
             codec.check_topic(topic, False)
-            self._checked_topic = topic
+            if type(topic) is bytes:    # immutable: safe to skip the check next time
+                self._checked_topic = topic
         msg = to_bytes(msg, "msg")
-        if qos != 0 and qos != 1:
-            raise ValueError("qos must be 0 or 1")
+        _qos(qos)
+        if retain is not False and retain is not True:
+            retain = _flag(retain, "retain")
+        if len(topic) + len(msg) > codec.MAX_REMAINING - 4:
+            raise ValueError("message too large for MQTT (268,435,455 bytes with its topic)")
         if self._async or self._sock is None:
             return self._publish_slow(topic, msg, retain, qos)
         # Sync transport: encode and write right here, so only a QoS 1 ack
@@ -500,26 +562,29 @@ class AsyncMQTTClient:
         ml = len(msg)
         if not qos and topic is self._pub_topic and ml == self._pub_mlen \
                 and retain == self._pub_retain:
-            # Same topic object, payload length and flags as the last QoS 0
-            # publish, and nothing else wrote the transmit buffer since: the
-            # header and topic are in place, only the payload changes.
+            # Same topic object (immutable bytes: see below), payload length
+            # and flags as the last QoS 0 publish, and nothing else wrote the
+            # transmit buffer since: the header and topic are in place, only
+            # the payload changes.
             self._enc_len = codec.put_bytes(self._tx, self._pub_at, msg, ml)
             return self._tx
         size = codec.publish_size(len(topic), ml, qos)
-        if qos and not self._slot_pid and size <= len(self._slot):
-            buf = self._slot
-            self._slot_pid = pid
-        else:
-            buf = self._tx_for(size)
+        use_slot = qos and not self._slot_pid and size <= len(self._slot)
+        buf = self._slot if use_slot else self._tx_for(size)
         n = codec.encode_publish(buf, topic, msg, qos, retain, False, pid)
         self._enc_len = n
-        if not qos:
+        # In flight only once encoded: a failed encode leaves no trace.
+        if use_slot:
+            self._slot_pid = pid
+        elif qos:
+            self._inflight[pid] = bytes(memoryview(buf)[:n])   # more than one in flight
+        elif type(topic) is bytes:
+            # The cache is keyed on identity, so only for bytes: a bytearray
+            # topic may hold another topic at the next call.
             self._pub_topic = topic
             self._pub_mlen = ml
             self._pub_retain = retain
             self._pub_at = n - ml
-        if qos and buf is not self._slot:
-            self._inflight[pid] = bytes(memoryview(buf)[:n])   # more than one in flight
         return buf
 
     @property
@@ -551,13 +616,12 @@ class AsyncMQTTClient:
 
     async def subscribe(self, topic, qos=0):
         """Subscribe to a topic filter; raises MQTTError if the broker refuses."""
-        topic = to_bytes(topic, "topic")
+        topic = bytes(to_bytes(topic, "topic"))     # a copy: kept to re-subscribe
         codec.check_topic(topic, True)
-        if qos != 0 and qos != 1:
-            raise ValueError("qos must be 0 or 1")
+        _qos(qos)
         result = await self._retrying(self._subscribe, topic, qos)
-        if (topic, qos) not in self._subs:
-            self._subs.append((topic, qos))
+        self._subs = [s for s in self._subs if s[0] != topic]
+        self._subs.append((topic, qos))
         return result
 
     async def _subscribe(self, topic, qos):
@@ -570,7 +634,7 @@ class AsyncMQTTClient:
 
     async def unsubscribe(self, topic):
         """Remove a subscription; True when the UNSUBACK came."""
-        topic = to_bytes(topic, "topic")
+        topic = bytes(to_bytes(topic, "topic"))
         codec.check_topic(topic, True)
         self._subs = [s for s in self._subs if s[0] != topic]
         return await self._retrying(self._unsubscribe, topic)
@@ -634,19 +698,22 @@ class AsyncMQTTClient:
         """
         if self._unread:
             return self._meta_ready()
-        if self._bl_used:
+        if self._bl_head != self._bl_used:
             self._from_backlog()
             return self._meta_ready()
         if self._sock is None:
-            if self._cfg["reconnect"]:
+            if self._cfg["reconnect"] and not self._app_closed:
                 self._start_supervisor()
                 return _DONE
             raise MQTTError("not connected")
         if self._async:
             return self._poll_async()
         try:
+            budget = _READS_PER_CALL
             while not self._unread and self._step_sync():
-                pass
+                budget -= 1
+                if not budget:
+                    break
             if self._ping_due():
                 self._write_sync(self._pingbuf, 2)
         except (OSError, MQTTError) as e:
@@ -686,8 +753,11 @@ class AsyncMQTTClient:
                     if self._ack_pending:
                         self._ack_pending = False
                         await self._write(self._ackbuf, 4)
+            budget = _READS_PER_CALL
             while not self._unread and await self._step_async():
-                pass
+                budget -= 1
+                if not budget:
+                    break
             if ping and self._sock is not None:
                 await self._write(self._pingbuf, 2)
         except (OSError, MQTTError) as e:
@@ -755,8 +825,12 @@ class AsyncMQTTClient:
             dest = self._dest
         left = self._rem - self._got
         if dest == _DRAIN:
-            self._view = self._scratch
-            self._need = left if left < len(self._scratch) else len(self._scratch)
+            # Into the whole backlog when it is empty (nothing else can write
+            # it while this packet is read): big reads drain a flood in few
+            # calls (on a modem, few AT round trips); else the small scratch.
+            view = self._backlog if not self._bl_used and len(self._backlog) > 32 else self._scratch
+            self._view = view
+            self._need = left if left < len(view) else len(view)
             return True
         if dest == _TO_RBUF:
             # The topic length goes aside, so the topic lands at rbuf[0] and
@@ -772,7 +846,7 @@ class AsyncMQTTClient:
         if dest == _TO_SMALL:
             base = self._small_v
         else:
-            base = self._backlog[self._bl_used + 3:]
+            base = self._backlog[self._bl_used + _BL_HDR:]
         self._view = base if self._got == 0 else base[self._got:]   # a slice only for a split packet
         self._need = left
         return True
@@ -786,7 +860,7 @@ class AsyncMQTTClient:
             self._dest = _DRAIN
         elif not self._unread and not self._bl_used:
             self._dest = _TO_RBUF
-        elif self._bl_used + 3 + rem <= len(self._backlog):
+        elif self._backlog_room(rem):
             self._dest = _TO_BACKLOG
         else:
             self._stalled = True      # leave it in the socket until the app reads
@@ -807,6 +881,8 @@ class AsyncMQTTClient:
             self._rem = rem
             self._got = 0
             self._dest = _NONE
+            self._drop_tl = 0           # a drained packet's topic length and id:
+            self._drop_pid = 0          # each packet's own
             if rem:
                 return False
             # PINGRESP has no body: complete now
@@ -835,13 +911,17 @@ class AsyncMQTTClient:
             if dest == _TO_RBUF:
                 pid = self._deliver(first, self._rem, (s[0] << 8) | s[1])
             elif dest == _TO_BACKLOG:
-                pid = self._parse_publish(self._backlog[self._bl_used + 3:], first, self._rem)
+                pid = self._parse_publish(self._backlog[self._bl_used + _BL_HDR:], first,
+                                          self._rem)
                 bl = self._backlog
                 at = self._bl_used
+                rem = self._rem
                 bl[at] = first
-                bl[at + 1] = self._rem >> 8
-                bl[at + 2] = self._rem & 0xFF
-                self._bl_used = at + 3 + self._rem
+                bl[at + 1] = rem >> 24
+                bl[at + 2] = (rem >> 16) & 0xFF
+                bl[at + 3] = (rem >> 8) & 0xFF
+                bl[at + 4] = rem & 0xFF
+                self._bl_used = at + _BL_HDR + rem
             else:
                 pid = self._drop_pid
                 self.dropped += 1
@@ -906,23 +986,40 @@ class AsyncMQTTClient:
         self._unread = True
         return pid
 
+    # The backlog holds entries [first byte, 4-byte remaining length, body]
+    # from _bl_head to _bl_used.  Delivering one only moves _bl_head: the
+    # entries are moved down (compacted) only when no packet is being read
+    # into the backlog, since on an async transport a read in flight writes
+    # to the place it was given, compaction or not.
+    def _backlog_room(self, rem):
+        """Room for an entry of rem body bytes (compacting first)."""
+        bl = self._backlog
+        head, used = self._bl_head, self._bl_used
+        if head:
+            if head < used:
+                bl[:used - head] = bl[head:used]
+            self._bl_used = used = used - head
+            self._bl_head = 0
+        return used + _BL_HDR + rem <= len(bl)
+
     def _from_backlog(self):
         """Move the oldest backlog message into the caller's buffer."""
         bl = self._backlog
-        first = bl[0]
-        rem = (bl[1] << 8) | bl[2]
-        tl = (bl[3] << 8) | bl[4]
-        end = 3 + rem
-        self._rbuf[:rem - 2] = bl[5:end]
-        if end < self._bl_used:
-            bl[:self._bl_used - end] = bl[end:self._bl_used]
-        self._bl_used -= end
+        at = self._bl_head
+        first = bl[at]
+        rem = (bl[at + 1] << 24) | (bl[at + 2] << 16) | (bl[at + 3] << 8) | bl[at + 4]
+        body = at + _BL_HDR
+        tl = (bl[body] << 8) | bl[body + 1]
+        self._rbuf[:rem - 2] = bl[body + 2:body + rem]
+        self._bl_head = at = body + rem
+        if at == self._bl_used and self._dest != _TO_BACKLOG:
+            self._bl_head = self._bl_used = 0
         self._deliver(first, rem, tl)
 
     def _drain_track(self, n):
         """Pick the topic length and packet id out of a message being dropped."""
         got = self._got
-        sc = self._scratch
+        sc = self._view
         k = 0
         while k < n:
             pos = got + k
@@ -1112,6 +1209,7 @@ class AsyncMQTTClient:
             self._wait_pid = pid
             self._wait_done = False
         start = ticks_ms()
+        budget = _READS_PER_CALL
         while not self._waited(kind, pid):
             try:
                 if self._sock is None:
@@ -1124,11 +1222,17 @@ class AsyncMQTTClient:
                     break
                 if self._stalled:
                     return False
-                if progressed:
-                    continue
+                # The deadline holds while bytes flow too: a flood of other
+                # packets must not keep an ack wait alive.
                 waited = ticks_diff(ticks_ms(), start)
                 if waited > self._cfg["timeout_ms"]:
                     raise MQTTError("no reply (0x%02x, id %d) within %d ms" % (kind, pid, waited))
+                if progressed:
+                    budget -= 1
+                    if budget:
+                        continue
+                    budget = _READS_PER_CALL    # let the other tasks run
+                    waited = 0
             except (OSError, MQTTError) as e:
                 if not survive:
                     raise
@@ -1186,3 +1290,47 @@ def _jitter(span):
         return random.getrandbits(16) % span
     except (ImportError, AttributeError):
         return ticks_ms() % span
+
+
+_MAX_MS = 0x3FFFFFFF    # ticks_diff() is only meaningful up to half the ticks period
+
+
+def _int(value, what, lo, hi):
+    """An int option in [lo, hi]; a bool or a float is a mistake, not a number."""
+    if type(value) is not int:
+        raise TypeError("%s must be an int, not %s" % (what, type(value).__name__))
+    if not lo <= value <= hi:
+        raise ValueError("%s must be %d..%d, not %d" % (what, lo, hi, value))
+    return value
+
+
+def _qos(qos):
+    """0 or 1, an int: 1.0 or True would pass `qos == 1` and break later."""
+    if type(qos) is not int:
+        raise TypeError("qos must be an int (0 or 1), not %s" % type(qos).__name__)
+    if qos != 0 and qos != 1:
+        raise ValueError("qos must be 0 or 1")
+
+
+def _flag(value, what):
+    """True/False (or 0/1): anything else is more likely a mistake than a choice."""
+    if value is True or value is False:
+        return value
+    if type(value) is int and (value == 0 or value == 1):
+        return bool(value)
+    raise TypeError("%s must be True or False, not %r" % (what, value))
+
+
+def _binary(value, what):
+    """Binary data of a CONNECT field: bytes (a copy), at most 65,535."""
+    b = bytes(to_bytes(value, what))
+    if len(b) > 65535:
+        raise ValueError("%s is longer than 65535 bytes" % what)
+    return b
+
+
+def _string(value, what):
+    """A CONNECT UTF-8 string field: _binary, and well-formed UTF-8."""
+    b = _binary(value, what)
+    codec.check_utf8(b, what)
+    return b

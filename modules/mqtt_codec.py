@@ -66,15 +66,13 @@ def to_bytes(value, what):
 
 
 def check_topic(topic, wildcards_ok):
-    """Reject what the spec forbids before anything is sent (4.7)."""
+    """Reject what the spec forbids before anything is sent (4.7, 1.5.3)."""
     n = len(topic)
     if n == 0 or n > 65535:
         raise ValueError("topic length must be 1..65535 bytes")
     i = 0
     while i < n:
         c = topic[i]
-        if c == 0:
-            raise ValueError("topic contains a NUL byte")
         if c == 0x23 or c == 0x2B:   # '#' or '+'
             if not wildcards_ok:
                 raise ValueError("wildcards (+ #) are not allowed in a publish topic")
@@ -84,6 +82,61 @@ def check_topic(topic, wildcards_ok):
             if c == 0x23 and i != n - 1:
                 raise ValueError("'#' must be the last character of a filter")
         i += 1
+    check_utf8(topic, "topic")
+
+
+def check_string(s, what):
+    """An MQTT UTF-8 string field (client id, user name, will topic):
+    at most 65,535 bytes, well-formed (check_utf8)."""
+    if len(s) > 65535:
+        raise ValueError("%s is longer than 65535 bytes" % what)
+    check_utf8(s, what)
+
+
+def check_utf8(s, what):
+    """Raise ValueError unless s is UTF-8 a broker accepts.
+
+    MQTT 3.1.1 section 1.5.3: well-formed UTF-8 (RFC 3629: no overlong
+    forms, no surrogates U+D800..U+DFFF, nothing past U+10FFFF), no U+0000;
+    a receiver MAY close the connection on control characters (U+0001..
+    U+001F, U+007F..U+009F) and non-characters, and mosquitto does.  A
+    string the broker would drop the link over must fail here, at the call,
+    not as a reconnect storm.  A loop over indices: allocates nothing.
+    """
+    n = len(s)
+    i = 0
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            if c < 0x20 or c == 0x7F:
+                raise ValueError("%s contains control character 0x%02x" % (what, c))
+            i += 1
+            continue
+        # lead byte: how many continuation bytes, and the smallest code
+        # point this length may carry (anything smaller is an overlong form)
+        if 0xC2 <= c <= 0xDF:
+            k, cp, low = 1, c & 0x1F, 0x80
+        elif 0xE0 <= c <= 0xEF:
+            k, cp, low = 2, c & 0x0F, 0x800
+        elif 0xF0 <= c <= 0xF4:
+            k, cp, low = 3, c & 0x07, 0x10000
+        else:
+            raise ValueError("%s is not valid UTF-8 (byte 0x%02x at %d)" % (what, c, i))
+        if i + k >= n:
+            raise ValueError("%s is not valid UTF-8 (truncated at %d)" % (what, i))
+        j = i + 1
+        while j <= i + k:
+            b = s[j]
+            if b & 0xC0 != 0x80:
+                raise ValueError("%s is not valid UTF-8 (byte 0x%02x at %d)" % (what, b, j))
+            cp = (cp << 6) | (b & 0x3F)
+            j += 1
+        if cp < low or cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+            raise ValueError("%s is not valid UTF-8 (overlong, surrogate or out of range at %d)"
+                             % (what, i))
+        if cp <= 0x9F or 0xFDD0 <= cp <= 0xFDEF or cp & 0xFFFE == 0xFFFE:
+            raise ValueError("%s contains U+%04X (control or non-character)" % (what, cp))
+        i = j
 
 
 def _put_loop(buf, i, src, n):

@@ -57,7 +57,9 @@ def test_unsubscribe(interp, run_scenario, broker):
 
 def test_bad_input_is_rejected_before_sending(interp, run_scenario, broker):
     out = run_scenario(interp, "client_basic", "bad_input", port=broker.port, tag=interp)
-    assert out == ["ValueError", "ValueError", "ValueError", "ValueError", "TypeError",
+    # port="1883": a wrong type is a TypeError (was ValueError before config
+    # values were checked by type and range separately)
+    assert out == ["ValueError", "TypeError", "ValueError", "ValueError", "TypeError",
                    "ValueError", "ValueError", "ValueError", "TypeError", "TypeError",
                    "ValueError", "ValueError", "ValueError", "ValueError", b"still fine"]
 

@@ -121,10 +121,57 @@ def test_random_bytes_raise_nothing_but_mqtterror(data):
     w.close()
 
 
+def broker_accepts_utf8(b):
+    """The model: what mosquitto accepts in a UTF-8 field (MQTT 3.1.1
+    section 1.5.3, plus its closing the link on control characters and
+    non-characters), from CPython's own UTF-8 decoder."""
+    try:
+        text = b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    for ch in text:
+        cp = ord(ch)
+        if cp < 0x20 or 0x7F <= cp <= 0x9F or 0xFDD0 <= cp <= 0xFDEF or cp & 0xFFFE == 0xFFFE:
+            return False
+    return True
+
+
+def codec_accepts_utf8(b):
+    try:
+        codec.check_utf8(b, "t")
+        return True
+    except ValueError:
+        return False
+
+
+def test_check_utf8_agrees_with_the_model_on_every_code_point():
+    wrong = [cp for cp in range(0x110000)
+             if not 0xD800 <= cp <= 0xDFFF
+             and broker_accepts_utf8(chr(cp).encode()) != codec_accepts_utf8(chr(cp).encode())]
+    assert wrong == []
+    # encodings CPython's encoder never makes: surrogates, overlong forms, past U+10FFFF
+    for bad in (b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xc0\xaf", b"\xc1\xbf", b"\xe0\x80\xaf",
+                b"\xf0\x80\x80\xaf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xff",
+                b"\x80", b"a\xc3", b"\xe2\x82", b"\x00"):
+        assert not codec_accepts_utf8(bad), bad
+
+
+# lead bytes, continuation bytes and ASCII mixed, so that near-valid sequences are common
+_utf8ish = st.lists(st.one_of(st.integers(0, 255), st.integers(0x80, 0xBF),
+                              st.sampled_from([0xC0, 0xC2, 0xDF, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5]),
+                              st.integers(0x20, 0x7E)), max_size=12).map(bytes)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_utf8ish)
+def test_check_utf8_agrees_with_the_model_on_random_bytes(b):
+    assert codec_accepts_utf8(b) == broker_accepts_utf8(b)
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.binary(min_size=1, max_size=60), st.binary(max_size=60))
+@given(st.one_of(st.binary(min_size=1, max_size=60), _utf8ish.filter(len)), st.binary(max_size=60))
 def test_check_topic_accepts_only_valid_publish_topics(t, _):
-    ok = 0 not in t and b"+" not in t and b"#" not in t
+    ok = b"+" not in t and b"#" not in t and broker_accepts_utf8(t)
     if ok:
         codec.check_topic(t, False)
     else:
