@@ -257,6 +257,8 @@ class AsyncMQTTClient:
             self._cfg["clean_session"] = _flag(clean_session, "clean_session")
         self._app_closed = False
         await self._open_session(False)
+        if not self.session_present:
+            self._subs = []     # a new session at the broker: none to restore
         self._backoff = 0
         self._up_at = ticks_ms()
 
@@ -354,7 +356,7 @@ class AsyncMQTTClient:
                             # Granted before, refused now (the broker's ACL
                             # changed): keep the session, tell the app.
                             self.last_error = e
-                await self._resend_inflight()
+            await self._resend_inflight()   # unacked QoS 1 is never lost, connect() or not
         except BaseException:
             self._close_transport()
             raise
@@ -462,7 +464,7 @@ class AsyncMQTTClient:
         self.disconnects += 1
         self.last_error = exc
         if self.on_disconnect:
-            self.on_disconnect(exc)
+            self._call_hook(self.on_disconnect, exc)
         if not self._cfg["reconnect"]:
             raise exc
         self._start_supervisor()
@@ -925,11 +927,11 @@ class AsyncMQTTClient:
             else:
                 pid = self._drop_pid
                 self.dropped += 1
-                if self.on_drop:
-                    self.on_drop(self._rem)
             if first & 0x06:
                 codec.encode_ack(self._ackbuf, codec.PUBACK, pid)
                 self._ack_pending = True
+            if dest == _DRAIN and self.on_drop:
+                self._call_hook(self.on_drop, self._rem)
             return
         if kind == codec.PINGRESP:
             self._ping_sent = False
@@ -949,6 +951,15 @@ class AsyncMQTTClient:
                 self._suback = s[2]
         elif kind == codec.UNSUBACK:
             self._acked(codec.UNSUBACK, pid)
+
+    def _call_hook(self, hook, arg):
+        """An app's callback: its bug must not break the session (a hook that
+        raised mid-packet left the reader half way and the message unacked);
+        what it raised is kept in last_error."""
+        try:
+            hook(arg)
+        except Exception as e:
+            self.last_error = e
 
     def _acked(self, kind, pid):
         if self._wait_kind == kind and self._wait_pid == pid:
