@@ -57,7 +57,16 @@ last_will{topic,msg,qos,retain}, clean_session (True), ssl (False, True or
 a dict: cafile, verify, server_hostname), reconnect (False: link loss
 raises; True: a supervisor reconnects with backoff and jitter, re-subscribes
 and resends in-flight QoS 1), reconnect_min_ms (500), reconnect_max_ms
-(30000), timeout_ms (acks, CONNACK; 10000), backlog (bytes).
+(30000), timeout_ms (acks, CONNACK; 10000), backlog (bytes).  Every value
+is checked (type and range) and copied in the constructor.
+
+Hostile peers (why some loops look the way they do): one check_msg() call,
+or one turn of an ack wait, makes at most _READS_PER_CALL reads and then
+yields, and deadlines are checked while bytes flow, so a flood never holds
+the event loop; every drained QoS 1 message is acked with its own id;
+arguments are checked before any state changes; topic caches are keyed on
+immutable bytes only.  After disconnect() the client stays down until
+connect()/reconnect().
 """
 import sys
 
