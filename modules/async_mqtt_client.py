@@ -133,6 +133,9 @@ _BL_HDR = 5        # backlog entry: first byte, remaining length in 4 bytes
 # keep) must not hold the event loop.  A delivered message ends the call
 # anyway; 16 reads drain 16 x the backlog's size.
 _READS_PER_CALL = 16
+# A session that ends sooner than this after its CONNACK did not really work:
+# the next reconnect backs off further (_young_backoff).
+_YOUNG_MS = 2000
 _TO_RBUF = 1       # PUBLISH straight into the caller's buffer
 _TO_BACKLOG = 2    # PUBLISH while the caller's buffer holds an unread one
 _DRAIN = 3         # PUBLISH bigger than the buffer: read and drop
@@ -449,16 +452,15 @@ class AsyncMQTTClient:
             self._reconnecting = False
 
     def _young_backoff(self):
-        """The delay before the first reconnect try: none after a session
-        that lived, but when the last session died younger than the backoff
-        that led to it (or reconnect_min_ms), the server takes our CONNECT
-        and then drops us at once: go on doubling instead of starting over,
+        """The delay before the first reconnect try.  None after a session
+        that lived; but a session that died younger than _YOUNG_MS, or than
+        twice the backoff that led to it, means the server takes our CONNECT
+        and drops us soon after: go on doubling instead of starting over,
         or a fleet hammers the broker in a loop."""
         cfg = self._cfg
-        lo = cfg["reconnect_min_ms"]
-        if ticks_diff(ticks_ms(), self._up_at) >= max(self._backoff, lo):
+        if ticks_diff(ticks_ms(), self._up_at) >= max(2 * self._backoff, _YOUNG_MS):
             return 0
-        return min(max(self._backoff * 2, lo), cfg["reconnect_max_ms"])
+        return min(max(self._backoff * 2, cfg["reconnect_min_ms"]), cfg["reconnect_max_ms"])
 
     def _link_lost(self, exc):
         """The transport failed: close it, then reconnect (if configured) or raise."""
@@ -793,9 +795,12 @@ class AsyncMQTTClient:
     def _ping_due(self):
         """True when a PINGREQ should go now; MQTTError if the link is dead.
 
-        A PINGREQ goes after keepalive/2 without sending or receiving, so a
-        healthy link always answers well before 1.5 x keepalive of silence,
-        the point where the link is declared dead (the broker's own limit).
+        Two reasons to ping, both after keepalive/2: we have sent nothing
+        (the broker drops a client silent for 1.5 x keepalive, even one that
+        is busy receiving a flood whose PINGRESP waits behind it), or we have
+        heard nothing and no ping is out yet (probe the link).  A healthy
+        link answers well before 1.5 x keepalive of silence, the point where
+        it is declared dead (the broker's own limit).
         """
         ka = self._cfg["keepalive"]
         if not ka:
@@ -804,7 +809,7 @@ class AsyncMQTTClient:
         since_rx = ticks_diff(now, self._last_rx)
         if since_rx >= ka * 1500:
             raise MQTTError("keepalive: no packet from the server for %d ms" % since_rx)
-        if self._ping_sent or (since_rx < ka * 500 and ticks_diff(now, self._last_tx) < ka * 500):
+        if ticks_diff(now, self._last_tx) < ka * 500 and (self._ping_sent or since_rx < ka * 500):
             return False
         self._ping_sent = True
         return True
