@@ -36,11 +36,23 @@ Fault injection (each one is used by tests/test_sim800l*.py):
                 command line arrives (counted from arming);
   fire(kind, **arg)  fires now, from any thread.
   kinds: delay, split, urc_mid, garbage, send_fail, connect_fail, closed,
-         pdp_deact, silence, reset, power_down, drop_rx_urc, urc.
+         pdp_deact, silence, reset, power_down, drop_rx_urc, urc;
+  junk (a hostile modem): mangle (the reply's info line gets non-UTF-8
+         bytes, how="bytes", or letters for digits, how="letters"),
+         urc_stream (unknown URCs every every_ms for seconds; swallow=True:
+         the command itself is not answered), closed_mid_send (CLOSED
+         instead of DATA ACCEPT/SEND FAIL; at="prompt": right after the
+         prompt), flood (line noise as fast as the UART link takes, or
+         rate bytes/s, for seconds; never inside a reply), error (the
+         command is answered ERROR and does nothing).
+  chaos(rate, total, kinds)  fires random ones; kinds CHAOS_KINDS (the
+         classic faults), JUNK_KINDS, or HOSTILE_KINDS (both).
 
 CLI:  python3 host/sim800l_sim.py --pty            prints  PTY /dev/pts/N
       python3 host/sim800l_sim.py --tcp 5000       prints  TCP 127.0.0.1:5000
-      --dns name=1.2.3.4 maps names for AT+CIPSTART/AT+CDNSGIP; -v logs the dialogue.
+      --dns name=1.2.3.4 maps names for AT+CIPSTART/AT+CDNSGIP; -v logs the dialogue;
+      --arm "mangle on=AT+CSQ nth=1 how=letters" arms a fault (repeatable);
+      --chaos 0.1,200 --kinds hostile --seed 3 fires random ones.
 """
 import argparse
 import os
@@ -68,6 +80,24 @@ CHAOS_KINDS = (
     ("pdp_deact", {}), ("silence", {"seconds": 0.2}), ("reset", {}),
     ("power_down", {"seconds": 0.2}), ("urc", {"text": b"RING"}),
 )
+# A hostile modem: junk in replies, unknown URC streams, CLOSED mid-send, floods.
+JUNK_KINDS = (
+    ("mangle", {"how": "bytes"}), ("mangle", {"how": "letters"}),
+    ("urc_stream", {"seconds": 0.4, "every_ms": 20}),
+    ("urc_stream", {"seconds": 0.4, "every_ms": 20, "swallow": True}),
+    ("closed_mid_send", {}), ("closed_mid_send", {"at": "prompt"}),
+    ("flood", {"seconds": 0.3, "rate": 40000}), ("error", {}),
+)
+HOSTILE_KINDS = CHAOS_KINDS + JUNK_KINDS
+KIND_SETS = {"classic": CHAOS_KINDS, "junk": JUNK_KINDS, "hostile": HOSTILE_KINDS}
+
+# URCs a SIM800 may send that the driver does not act on (network time, SMS,
+# USSD, indicators): what an urc_stream sends.
+UNKNOWN_URCS = (b"+CTZV: 32,0", b'*PSUTTZ: 2026,12,1,1,14,45,"+32",0', b"DST: 0",
+                b'+CIEV: 10,"26201","",""', b'+CMTI: "SM",1', b"+CUSD: 0",
+                b"+CSMINS: 0,1")
+DIGITS_TO_LETTERS = bytes.maketrans(b"0123456789", b"abcdefghij")
+NOT_UTF8 = b"\xff\xfe\x80"
 
 
 def crlf(line):
@@ -102,6 +132,12 @@ class Sim800L:
         self.dialogue = []        # (direction, bytes), kept short
         self.chaos_rate, self.chaos_left, self.chaos_kinds = 0.0, 0, ()
         self.power_on_at = None
+        self.mangle = None        # the next info line is mangled: "bytes" / "letters"
+        self.stream = None        # [until, every_s, next_due, index]: unknown URCs
+        self.flood = None         # [until, rate or None, started, sent]: line noise
+        self.flood_bytes = 0
+        self._noise = self._make_noise()
+        self._noise_at = 0
         self._wake_r, self._wake_w = socket.socketpair()
         self._listen = self._uart = self._pty = None
         self._thread = None
@@ -252,8 +288,43 @@ class Sim800L:
             self._urc(arg["text"])
         elif kind == "drop_rx_urc":
             self.rx_reported = True     # as if reported: the URC never comes
+        elif kind == "mangle":
+            self.mangle = arg.get("how", "bytes")
+        elif kind == "urc_stream":
+            now = time.monotonic()
+            self.stream = [now + arg.get("seconds", 1.0), arg.get("every_ms", 50) / 1000, now, 0]
+        elif kind == "flood":
+            self.flood = [time.monotonic() + arg.get("seconds", 1.0), arg.get("rate"),
+                          time.monotonic(), 0]
+        elif kind == "closed_mid_send":
+            self.send_fault = "closed_at_prompt" if arg.get("at") == "prompt" else kind
+        elif kind == "error":
+            pass                        # only meaningful armed on a command
         else:
             raise ValueError("unknown fault " + kind)
+
+    def _make_noise(self):
+        """64 KB of line noise: lines of random bytes (non-UTF-8 among them,
+        no CR/LF, no '>', no 'A'), so a flood cut anywhere still parses as
+        junk lines and never as a result, a prompt or our echo."""
+        alphabet = b"\x00\x01\xff\xfe\x80\x9f\xc3#%&*~?=Zz9@!$"
+        out = bytearray()
+        while len(out) < 65536:
+            out += bytes(self.rand.choice(alphabet) for _ in range(self.rand.randint(8, 60)))
+            out += b"\r\n"
+        return bytes(out + out[:16384])
+
+    def _info(self, line):
+        """An info line the driver parses (+XXX: ..., STATE: ..., the AT+CIFSR
+        address), mangled once if a mangle fault is pending."""
+        how, self.mangle = self.mangle, None
+        if how is None:
+            return line
+        if how == "letters":
+            return line.translate(DIGITS_TO_LETTERS)
+        i = line.find(b": ")
+        i = i + 2 if i >= 0 else len(line) // 2
+        return line[:i] + NOT_UTF8 + line[i:]
 
     def _reset(self):
         """Power cycle / RST pin: the link drops, defaults return, boot URCs follow."""
@@ -288,6 +359,8 @@ class Sim800L:
 
     def _reply(self, *lines):
         """A multi-line reply; an armed urc_mid lands after its first line."""
+        if self.mangle is not None:
+            lines = tuple(self._info(x) if x.startswith((b"+", b"STATE:")) else x for x in lines)
         if self.urc_mid is not None and len(lines) > 1:
             lines = (lines[0], self.urc_mid) + lines[1:]
             self.urc_mid = None
@@ -317,6 +390,10 @@ class Sim800L:
                 if self.connecting is not None:
                     wl.append(self.connecting[0])
                 timeout = 0.05
+                if self.flood is not None:
+                    timeout = 0.001 if self.flood[1] is None else 0.005
+                if self.stream is not None:
+                    timeout = max(0.0, min(timeout, self.stream[2] - now))
                 if self.out:
                     timeout = max(0.0, min(timeout, self.out[0][0] - now))
             r, w, _ = select.select(rl, wl, [], timeout)
@@ -363,11 +440,53 @@ class Sim800L:
         if self.power_on_at is not None and now >= self.power_on_at:
             self.power_on_at = None
             self._reset()
+        if self.stream is not None:
+            self._stream_tick(now)
+        if self.flood is not None:
+            self._flood_tick(now)
         if self.connecting is not None and now > self.connecting[1]:
             self.connecting[0].close()
             self.connecting = None
             self.state = "TCP CLOSED"
             self._reply(b"STATE: TCP CLOSED", b"CONNECT FAIL")
+
+    def _stream_tick(self, now):
+        until, every, due, i = self.stream
+        if now >= until:
+            self.stream = None
+        elif now >= due:
+            self._urc(UNKNOWN_URCS[i % len(UNKNOWN_URCS)])
+            self.stream[2:] = [max(due + every, now), i + 1]
+
+    def _flood_tick(self, now):
+        """Line noise, straight to the UART without blocking; only between
+        replies (never inside one, as a UART has one sender)."""
+        until, rate, started, sent = self.flood
+        if now >= until:
+            self.flood = None
+            return
+        if self.out or not self.powered:
+            return
+        allowed = 16384 if rate is None else min(16384, int(rate * (now - started)) - sent)
+        if allowed < 64:
+            return
+        a = self._noise_at
+        chunk = self._noise[a:a + allowed]       # wraps: _noise ends with its own start
+        try:
+            if self._pty is not None:
+                n = os.write(self._pty, chunk)
+            elif self._uart is not None:
+                n = self._uart.send(chunk)
+            else:
+                n = 0
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            n = 0
+        self._noise_at = (a + n) % (len(self._noise) - 16384)
+        self.flood[3] += n
+        self.flood_bytes += n
+        self.uart_out += n
 
     def _read_uart(self):
         try:
@@ -462,11 +581,21 @@ class Sim800L:
                 self.rx_reported = True
             elif k in ("send_fail", "connect_fail"):
                 self.send_fault = k
+            elif k == "error":
+                return self._reply(b"ERROR")
+            elif k in ("mangle", "closed_mid_send", "flood"):
+                self._apply(k, a)
+            elif k == "urc_stream":
+                self._apply(k, a)
+                if a.get("swallow"):
+                    return               # the command itself is never answered
         try:
             self._dispatch(up, line)
         finally:
             self.cur_delay = self.cur_split = None
             self.urc_mid = None
+            if fault is not None and fault.kind == "mangle":
+                self.mangle = None      # this command's reply had no info line
         if fault is not None and fault.kind in ("closed", "pdp_deact", "urc"):
             if self.data_left or self.data_ctrlz:
                 self.post_fault = fault     # after the data and its confirmation
@@ -532,7 +661,7 @@ class Sim800L:
                 return self._reply(b"ERROR")
             if self.state == "IP GPRSACT":
                 self.state = "IP STATUS"
-            return self._emit(crlf(LOCAL_IP))       # manual: no OK after the address
+            return self._emit(crlf(self._info(LOCAL_IP)))   # manual: no OK after the address
         if body == b"+CIPSTATUS":
             return self._reply(b"OK", b"STATE: " + self.state.encode())
         if body.startswith(b"+CIPSTART="):
@@ -576,7 +705,7 @@ class Sim800L:
             data = bytes(self.rxbuf[:n])
             del self.rxbuf[:n]
             self.rx_reported = False   # the next arrival is reported again
-            head = crlf(b"+CIPRXGET: 2,%d,%d" % (n, len(self.rxbuf)))
+            head = crlf(self._info(b"+CIPRXGET: 2,%d,%d" % (n, len(self.rxbuf))))
             if self.urc_mid is not None:        # a URC may come before the block
                 head = crlf(self.urc_mid) + head
                 self.urc_mid = None
@@ -644,6 +773,10 @@ class Sim800L:
             self.data_ctrlz = True
         self.data = bytearray()
         self._emit(b"\r\n> ")
+        if self.send_fault == "closed_at_prompt":    # the link drops as the prompt goes out
+            self.send_fault = "swallow"
+            self._drop_remote("TCP CLOSED")
+            self._urc(b"CLOSED")
 
     def _send_done(self):
         self._send_data()
@@ -653,6 +786,14 @@ class Sim800L:
 
     def _send_data(self):
         data, self.data = bytes(self.data), bytearray()
+        if self.send_fault in ("closed_mid_send", "swallow"):
+            # The link dropped under the send: the data is lost, and the modem
+            # says only CLOSED (no DATA ACCEPT, no SEND FAIL).
+            if self.send_fault == "closed_mid_send":
+                self._drop_remote("TCP CLOSED")
+                self._urc(b"CLOSED")
+            self.send_fault = None
+            return
         if self.send_fault == "send_fail" or self.remote is None:
             self.send_fault = None
             return self._reply(b"SEND FAIL")
@@ -700,6 +841,28 @@ class Sim800L:
         self.state = state
 
 
+def parse_fault(spec):
+    """'mangle on=AT+CSQ nth=2 how=letters' -> ("mangle", {...}); numbers are
+    numbers, text= is bytes, true/false are booleans."""
+    words = spec.split()
+    kw = {}
+    for w in words[1:]:
+        k, v = w.split("=", 1)
+        if k == "text":
+            kw[k] = v.encode()
+        elif v.lower() in ("true", "false"):
+            kw[k] = v.lower() == "true"
+        else:
+            try:
+                kw[k] = int(v)
+            except ValueError:
+                try:
+                    kw[k] = float(v)
+                except ValueError:
+                    kw[k] = v
+    return words[0], kw
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = ap.add_mutually_exclusive_group(required=True)
@@ -708,10 +871,22 @@ def main(argv=None):
     ap.add_argument("--dns", action="append", default=[], metavar="NAME=IP")
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--split", type=int, default=0)
+    ap.add_argument("--arm", action="append", default=[], metavar="'KIND on=AT+X nth=N key=value'",
+                    help="arm a fault (repeatable), e.g. 'mangle on=AT+CSQ how=letters'")
+    ap.add_argument("--chaos", metavar="RATE,TOTAL", help="random faults on a fraction of commands")
+    ap.add_argument("--kinds", choices=sorted(KIND_SETS), default="classic",
+                    help="what --chaos draws from")
+    ap.add_argument("--seed", type=int)
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     sim = Sim800L(dns=dict(x.split("=", 1) for x in a.dns), delay_ms=a.delay_ms,
-                  split=a.split, verbose=a.verbose)
+                  split=a.split, verbose=a.verbose, seed=a.seed)
+    for spec in a.arm:
+        kind, kw = parse_fault(spec)
+        sim.arm(kind, **kw)
+    if a.chaos:
+        rate, total = a.chaos.split(",")
+        sim.chaos(float(rate), int(total), KIND_SETS[a.kinds])
     if a.pty:
         print("PTY", sim.open_pty(), flush=True)
     else:

@@ -44,6 +44,10 @@ _PROMPT = const(2048)      # the "> " of AT+CIPSEND
 _FINAL = const(3)          # _OK | _ERROR
 
 _LINE_MAX = const(128)
+# Bytes parsed per pump: a modem (or line noise) that never stops talking must
+# not keep a command past its deadline, nor the other tasks from running.
+# At 115200 baud a 1 ms poll sees ~12 bytes; this only bites on a flood.
+_PUMP_MAX = const(1024)
 
 # Deadlines (ms).  The long ones are the manual's "max response time".
 TIMEOUTS = {
@@ -87,6 +91,7 @@ class SIM800L:
         self._rxget_cmd = b"AT+CIPRXGET=2," + str(len(self._rx)).encode() + b"\r"
         self._cmd = bytearray(b"AT+CIPSEND=\x00\x00\x00\x00\x00")
         self._busy = False
+        self._fetching = False           # an AT+CIPRXGET=2 awaits its one header
         self._seen = 0
         self._abort = 0
         self._expect_cpin = False
@@ -142,13 +147,16 @@ class SIM800L:
 
     # ---- the parser ----------------------------------------------------------
     def _pump(self):
-        u, c = self._uart, self._chunk
-        while True:
+        """Parse what the UART holds, at most _PUMP_MAX bytes: the caller then
+        checks its deadline and yields, whatever keeps arriving."""
+        u, c, left = self._uart, self._chunk, _PUMP_MAX
+        while left > 0:
             n = u.readinto(c, 64)
             if not n:
                 return
             self.uart_rx += n
             self._feed(n)
+            left -= n
 
     def _feed(self, n):
         c, line, i = self._chunk, self._line, 0
@@ -203,6 +211,30 @@ class SIM800L:
         self._end = i
         return v
 
+    def _rx_header(self):
+        """'+CIPRXGET: 2,<got>[,<left>]': arm the raw copy of <got> bytes.
+
+        Only one header per AT+CIPRXGET=2, and only a well-formed one: an
+        unasked or mangled header would turn line noise into data, or data
+        into lines.  A mangled one while we fetch loses the stream: EIO."""
+        if not self._fetching:
+            self.junk += 1               # nobody asked: not data of ours
+            return
+        self._fetching = False
+        got, left = self._num(13), 0
+        ok = self._end > 13                                     # <got> has digits
+        if ok and self._end < self._ln:                         # ',<left>' and nothing else
+            start = self._end + 1
+            ok = self._line[self._end] == 44
+            left = self._num(start)
+            ok = ok and start < self._end == self._ln
+        if ok and got <= len(self._rx) - self._rxtail:
+            self._modem_avail = left
+            self._data_left = got
+        else:
+            self._modem_avail = 0
+            self._lost(errno.EIO)        # the stream is not ours any more
+
     def _do_line(self):
         line = self._line
         if line[0] == 65 and self._ln > 1 and line[1] == 84:   # "AT...": our echo
@@ -211,20 +243,18 @@ class SIM800L:
             self._seen |= _OK
         elif self._is(b"ERROR") or self._pre(b"+CME ERROR"):
             self._seen |= _ERROR
-        elif self._pre(b"+CIPRXGET: "):
+        elif self._pre(b"+CIPRXGET: ") and self._ln > 11:
             mode = line[11]
-            if mode == 49:               # '1': data waits in the modem (URC)
+            if mode == 49 and (self._ln == 12 or line[12] == 44):   # '1': data waits (URC)
                 self._rx_pending = True
                 self.urcs += 1
-            elif mode == 50:             # '2,<got>,<left>' and the raw bytes follow
-                got = self._num(13)
-                self._modem_avail = self._num(self._end + 1)
-                if got > len(self._rx) - self._rxtail:
-                    self._lost(errno.EIO)    # more than asked for: the stream is not ours
-                else:
-                    self._data_left = got
-            elif mode == 52:             # '4,<left>'
-                self._modem_avail = self._num(13)
+            elif mode == 50 and self._ln > 12 and line[12] == 44:  # '2,<got>,<left>' + raw bytes
+                self._rx_header()
+            elif self._fetching:         # a mangled header where ours was due
+                self._fetching = False
+                self._lost(errno.EIO)
+            else:
+                self.junk += 1
         elif self._pre(b"DATA ACCEPT:"):
             self._seen |= _ACCEPT
         elif self._is(b"SEND OK"):
@@ -303,12 +333,19 @@ class SIM800L:
         self.at_commands += 1
 
     def _write(self, buf, off, n):
+        """All of buf[off:off+n] to the UART.  A UART that takes nothing (the
+        modem holds CTS, a dead line: MicroPython's write answers None on its
+        own timeout) for the "at" deadline ends in ETIMEDOUT, never a spin."""
+        t0 = ticks_ms()
         while n:
             w = self._uart.write(buf, off, n)
             if w:
                 self.uart_tx += w
                 off += w
                 n -= w
+                t0 = ticks_ms()
+            elif ticks_diff(ticks_ms(), t0) > self.t["at"]:
+                raise OSError(errno.ETIMEDOUT, "UART takes no bytes")
 
     def _waited(self, mask, t0, timeout):
         """Pump; True once a result in `mask` came.  Raises on reboot or deadline."""
@@ -325,8 +362,9 @@ class SIM800L:
             raise OSError(errno.ETIMEDOUT)
         return False
 
-    def _g_wait(self, mask, timeout):
-        t0 = ticks_ms()
+    def _g_wait(self, mask, timeout, t0=None):
+        if t0 is None:
+            t0 = ticks_ms()
         while not self._waited(mask, t0, timeout):
             yield
         return self._seen
@@ -351,7 +389,46 @@ class SIM800L:
         pin.value(1)
 
     def _info_text(self):
-        return bytes(self._info[:self._info_n]).decode()
+        """The last info line as text (bring-up only: it allocates).  Bytes that
+        are not printable ASCII (line noise, a mangled reply) read as '?', so
+        a junk reply never raises UnicodeError: it just matches nothing."""
+        b = bytearray(self._info[:self._info_n])
+        for i in range(len(b)):
+            if not 32 <= b[i] < 127:
+                b[i] = 63
+        return bytes(b).decode()
+
+    def _info_number(self, i):
+        """The number at info[i:] (spaces skipped) up to ',' or the end; -1 if
+        there is none (a mangled reply like '+CSQ: ab,0')."""
+        info, n = self._info, self._info_n
+        while i < n and info[i] == 32:
+            i += 1
+        v, start = 0, i
+        while i < n and 48 <= info[i] <= 57 and v < 1000:
+            v = v * 10 + info[i] - 48
+            i += 1
+        if i == start or (i < n and info[i] != 44):
+            return -1
+        return v
+
+    def _info_is_address(self):
+        """The info line is a dotted IPv4 address (the AT+CIFSR answer)."""
+        info, n = self._info, self._info_n
+        parts = digits = v = 0
+        for i in range(n):
+            b = info[i]
+            if 48 <= b <= 57 and digits < 3:
+                v = v * 10 + b - 48
+                digits += 1
+            elif b == 46 and digits and parts < 3:
+                if v > 255:
+                    return False
+                parts += 1
+                digits = v = 0
+            else:
+                return False
+        return parts == 3 and digits > 0 and v <= 255
 
     def _g_poll(self, cmd, want, good, timeout, what):
         """Repeat a query until its reply holds one of `good`; returns the reply."""
@@ -406,8 +483,13 @@ class SIM800L:
             self._expect_cpin = False
         yield from self._g_poll(b"AT+CREG?\r", b"+CREG:", (",1", ",5"), self.t["reg"], "AT+CREG?")
         yield from self._g_poll(b"AT+CGREG?\r", b"+CGREG:", (",1", ",5"), self.t["reg"], "AT+CGREG?")
+        self.rssi = 99                   # the manual's "not known or not detectable"
         if (yield from self._g_cmd(b"AT+CSQ\r", _FINAL, None, b"+CSQ:")) & _INFO:
-            self.rssi = int(self._info_text()[6:].split(",")[0])
+            rssi = self._info_number(5)
+            if 0 <= rssi <= 99:
+                self.rssi = rssi
+            else:
+                self.junk += 1           # a mangled reply: the level is not known
         yield from self._g_context()
         self._needs_start = False
 
@@ -425,14 +507,18 @@ class SIM800L:
         yield from self._g_ok(b"AT+CSTT=" + q(self._apn) + b"," + q(self._user) + b"," +
                               q(self._password) + b"\r", what="AT+CSTT (APN)")
         yield from self._g_ok(b"AT+CIICR\r", self.t["ciicr"], "AT+CIICR (GPRS up)")
-        # AT+CIFSR answers with the bare address and no OK.
+        # AT+CIFSR answers with the bare address and no OK: every unknown line
+        # is a candidate.  One deadline for the command: unknown URCs or junk
+        # lines that keep coming are skipped, they do not restart the wait.
         self._send(b"AT+CIFSR\r", 9, b"")
+        t0 = ticks_ms()
         while True:
-            yield from self._g_wait(_INFO | _ERROR, self.t["at"])
+            yield from self._g_wait(_INFO | _ERROR, self.t["at"], t0)
             if self._seen & _ERROR:
                 raise OSError(errno.EIO, "AT+CIFSR: ERROR")
-            if 48 <= self._info[0] <= 57:
+            if self._info_is_address():
                 break
+            self.junk += 1
             self._seen = 0
         self.ip = self._info_text()
         self._ctx_up = True
@@ -480,9 +566,13 @@ class SIM800L:
         closed = self._peer_closed
         # The data path waits inline: one generator object per operation, not three.
         self._send(self._rxget_cmd, len(self._rxget_cmd))
+        self._fetching = True            # the parser takes one header, for this fetch
         t0, timeout = ticks_ms(), self.t["rx"]
-        while not self._waited(_FINAL, t0, timeout):
-            yield
+        try:
+            while not self._waited(_FINAL, t0, timeout):
+                yield
+        finally:
+            self._fetching = False
         if self._seen & _ERROR:
             self._modem_avail = 0
             if not closed:
@@ -491,6 +581,8 @@ class SIM800L:
             self._drained = True          # CLOSED came before this read: nothing more
 
     def _g_send(self, buf, off, n):
+        if self._peer_closed:
+            raise OSError(errno.ECONNRESET)  # CLOSED came: nothing can be sent any more
         # "AT+CIPSEND=<n>\r": the digits go into the preallocated command by index.
         c, i, d = self._cmd, 11, 10000
         while d > 1 and n < d:
@@ -501,6 +593,9 @@ class SIM800L:
             d //= 10
         c[i] = 13
         self._send(c, i + 1)
+        # One deadline for the whole command: the prompt, the data, the confirmation.
+        # A CLOSED before the prompt does not end the wait: the modem answers
+        # ERROR, or prompts and then takes n bytes whatever we send next.
         t0, timeout = ticks_ms(), self.t["send"]
         while not self._waited(_PROMPT | _ERROR, t0, timeout):
             yield
@@ -508,8 +603,9 @@ class SIM800L:
             self._lost(errno.ENOTCONN)
             raise OSError(errno.ENOTCONN)
         self._write(buf, off, n)
-        t0 = ticks_ms()
         while not self._waited(_ACCEPT | _SEND_OK | _SEND_FAIL | _ERROR, t0, timeout):
+            if self._peer_closed:        # CLOSED instead of DATA ACCEPT: say so now; the
+                raise OSError(errno.ECONNRESET)   # modem is fine, only the link is gone
             yield
         if self._seen & (_SEND_FAIL | _ERROR):
             self._lost(errno.ECONNRESET)

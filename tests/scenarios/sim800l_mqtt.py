@@ -218,7 +218,10 @@ async def resilient(p):
                         await modem.start()
                     else:
                         modem.start_blocking()
-                c = await open_mqtt(modem, p, is_async, b"res-" + p["flavour"].encode())
+                # A client id of its own (the topic is unique): the soak runs both
+                # interpreters side by side, and a shared id makes the broker
+                # drop one session whenever the other connects.
+                c = await open_mqtt(modem, p, is_async, b"res-" + topic[-10:])
                 await c.send(subscribe_pkt(1, topic, 0))
                 while (await c.packet())[0] != 0x90:
                     pass
@@ -281,11 +284,13 @@ async def parser_heap(p):
     m._rxhead = m._rxtail = 0
     out = bytearray(256)
     m._linked = True
+    m._fetching = True                  # as AT+CIPRXGET=2 does: the parser takes one header
     m._pump()                           # warm up: first calls may intern things
     m._uart.pos = 0
     m.warnings = m.rings = 0
     m._rxhead = m._rxtail = 0
     m._seen = 0
+    m._fetching = True
     locked = False
     if sys.implementation.name == "micropython":
         import micropython
