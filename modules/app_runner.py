@@ -24,17 +24,38 @@ was cut off by a reset trial_boots times is replaced by the previous one
 (status "rolledback", "rb" = the version thrown out, "why").  The runner
 connects and starts the OTA agent before it imports the app, so even a
 broken app can be updated.  After an install it resets the board.
+
+run() is the last line of defence and never returns: whatever fails below
+it (a modem bring-up that raises anything, a broker that refuses the OTA
+subscription, an app that raises SystemExit or any BaseException, a
+MemoryError) ends that boot; it boots again in a fresh event loop after a
+backoff (backoff_ms doubling to backoff_max_ms, plus up to half again of
+jitter), and after reset_after failed boots in a row it resets the board.
+An app whose main() returns is not a failure: the runner keeps serving
+its on_message and the OTA agent.
+
+Ctrl-C (KeyboardInterrupt) is the one way out, on purpose: it stops the
+runner and is raised on, so a developer at the USB
+console gets the REPL (mpremote and IDEs interrupt with Ctrl-C to reach the
+files).  A field device has nobody at its console; one whose USB port is
+wired to a host that might send 0x03 calls micropython.kbd_intr(-1) in
+main.py before app_runner.run().
+
+reset(): machine.reset(); where there is none (the unix port, CPython) the
+stand-in is sys.exit(0) after printing "app_runner: reset": the process
+ends with status 0 and whoever started it starts it again, as power-on
+would.
 """
+import gc
 import sys
 import json
 
-from mpcompat import asyncio, ticks_ms, ticks_diff
+from mpcompat import asyncio, ticks_ms, ticks_diff, sleep_ms, asleep_ms as _sleep_ms, jitter
 
 import ota
-from async_mqtt_client import AsyncMQTTClient, MQTTError
+from async_mqtt_client import AsyncMQTTClient
 
 CONF = "ota.json"
-_sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
 
 
 def load_conf(d=""):
@@ -76,12 +97,29 @@ def boot_state(conf):
 
 
 def load_app(d, version):
-    """Import app-<version>.py (a name no `import` statement can spell)."""
+    """Import app-<version>.py (a name no `import` statement can spell),
+    afresh: a boot after a crash must not get the crashed module back."""
+    name = "app-%d" % version
+    sys.modules.pop(name, None)
     sys.path.insert(0, d)
     try:
-        return __import__("app-%d" % version)
+        return __import__(name)
     finally:
         sys.path.pop(0)
+
+
+def _why(e):
+    """'Type: message', short (it goes into the state file and a status)."""
+    try:
+        return ("%s: %s" % (type(e).__name__, e))[:120]
+    except BaseException:           # noqa: B902 -- an exception whose str() raises
+        return type(e).__name__
+
+
+def _ours(e):
+    """Exceptions an app never swallows: Ctrl-C (the developer's, see run())
+    and the cancellation that ends a boot."""
+    return isinstance(e, (KeyboardInterrupt, asyncio.CancelledError))
 
 
 class Device:
@@ -113,8 +151,11 @@ class Device:
         try:
             app = load_app(self._conf.get("dir", ""), self.version)
             await app.main(self)
-        except Exception as e:          # noqa: B902 -- any failure of the app counts
-            self.failure = "%s: %s" % (type(e).__name__, e)
+        except BaseException as e:      # noqa: B902 -- SystemExit or any BaseException counts
+            if _ours(e):
+                raise
+            self.failure = _why(e)
+        # main() returned: the app may live on in on_message; the runner goes on
 
 
 def _extra(st):
@@ -122,20 +163,25 @@ def _extra(st):
 
 
 async def _connect(client, transport):
+    """Bring the link up, retrying with backoff until it is: a transport's
+    bring-up may raise anything (a modem sending junk), not only OSError."""
     delay = 500
     while True:
         try:
             sock_cls, async_sock = (await transport()) if transport else (None, False)
             await client.connect(sock_cls=sock_cls, async_sock=async_sock)
             return
-        except (OSError, MQTTError) as e:
-            print("app_runner: connect failed:", e)
-            await _sleep_ms(delay)
+        except MemoryError:
+            raise                       # run() decides (a reset may be what it takes)
+        except Exception as e:          # noqa: B902
+            print("app_runner: connect failed:", _why(e))
+            await _sleep_ms(delay + jitter(delay // 2))
             delay = min(delay * 2, 30000)
 
 
 async def boot(conf=None, transport=None):
-    """One boot: returns when the board should reset (after an install or a failure).
+    """One boot: returns "reboot" after an install (reset into the new app)
+    or "crashed" after the app failed; raises when anything else failed.
 
     transport: None for the native socket, or an async function returning
     (sock_cls, async_sock) for client.connect(), e.g. the SIM800L's.
@@ -147,14 +193,28 @@ async def boot(conf=None, transport=None):
     mq.setdefault("client_id", conf["id"])
     mq["reconnect"] = True
     client = AsyncMQTTClient(mq, buf)
-    await _connect(client, transport)
-    agent = ota.Agent(client, conf, st, buf)
-    await agent.start()
-    agent.status("rolledback" if st.get("rb") else "trial" if st.get("trial") else "up",
-                 floor=st.get("floor", 0), **_extra(st))
-    await agent.report()
-    dev = Device(conf, agent, client)
-    task = asyncio.create_task(dev._run_app())
+    task = None
+    try:
+        await _connect(client, transport)
+        agent = ota.Agent(client, conf, st, buf)
+        await agent.start()             # a refused subscription raises: no app runs unreachable
+        agent.status("rolledback" if st.get("rb") else "trial" if st.get("trial") else "up",
+                     floor=st.get("floor", 0), **_extra(st))
+        await agent.report()
+        dev = Device(conf, agent, client)
+        task = asyncio.create_task(dev._run_app())
+        return await _serve(conf, st, client, agent, dev)
+    finally:
+        if task is not None:
+            task.cancel()
+        try:
+            await client.disconnect()
+        except Exception:               # noqa: B902 -- the link may be half dead already
+            pass
+
+
+async def _serve(conf, st, client, agent, dev):
+    """The MQTT loop of one boot, until an install or a failure of the app."""
     started = ticks_ms()
     health_ms = conf.get("health_ms", 60000)
     idle_ms = conf.get("idle_ms", 10)
@@ -170,8 +230,10 @@ async def boot(conf=None, transport=None):
             elif dev.on_message:
                 try:
                     dev.on_message(client.topic, client.msg)
-                except Exception as e:  # noqa: B902
-                    dev.failure = "%s: %s" % (type(e).__name__, e)
+                except BaseException as e:  # noqa: B902 -- the app's failure, whatever it raised
+                    if _ours(e):
+                        raise
+                    dev.failure = _why(e)
             client.mark_read()
         else:
             agent.tick()
@@ -184,23 +246,71 @@ async def boot(conf=None, transport=None):
                     ota.save_state(conf.get("dir", ""), st)
                 agent.status("crashed", why=dev.failure)
                 await agent.report()
-                break
+                return "crashed"
             await _sleep_ms(idle_ms)
         if agent.out:
             await agent.report()
-    task.cancel()
-    await client.disconnect()
     return "reboot"
 
 
 def reset():
+    """machine.reset(); the stand-in where there is none: see the module docstring."""
+    print("app_runner: reset")
     try:
         import machine
         machine.reset()
     except (ImportError, AttributeError):
-        sys.exit(0)                     # unix port: whoever started us starts us again
+        pass
+    sys.exit(0)                         # unix port, CPython: whoever started us starts us again
+
+
+def _setting(conf, key, default):
+    """A positive int from ota.json, else the default: run() must not fail on a bad value."""
+    try:
+        v = (conf or load_conf()).get(key, default)
+    except Exception:                   # noqa: B902 -- no ota.json, junk in it
+        return default
+    return v if type(v) is int and v > 0 else default
+
+
+def _boot_once(conf, transport):
+    """One boot in a fresh event loop: "reboot", "crashed", or why it raised."""
+    if sys.implementation.name == "micropython":
+        asyncio.new_event_loop()        # drop every task a failed boot left behind
+    try:
+        return asyncio.run(boot(conf, transport))
+    except BaseException as e:          # noqa: B902 -- the last line of defence: SystemExit too
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return _why(e)
 
 
 def run(conf=None, transport=None):
-    asyncio.run(boot(conf, transport))
-    reset()
+    """The whole main.py of a board.  Never returns, except on Ctrl-C (see
+    the module docstring); resets the board after an install or after
+    reset_after failed boots in a row, and backs off between failures."""
+    try:
+        _run_forever(conf, transport)
+    except KeyboardInterrupt:
+        print("app_runner: Ctrl-C: stopped; the REPL is yours (machine.reset() starts the app again)")
+        raise
+
+
+def _run_forever(conf, transport):
+    fails = 0
+    while True:
+        t0 = ticks_ms()
+        why = _boot_once(conf, transport)
+        if why == "reboot":
+            reset()
+        lo = _setting(conf, "backoff_ms", 1000)
+        hi = _setting(conf, "backoff_max_ms", 60000)
+        if ticks_diff(ticks_ms(), t0) > hi:
+            fails = 0                   # it ran a good while: not a failure in a row
+        fails += 1
+        print("app_runner: boot %d in a row failed: %s" % (fails, why))
+        if fails >= _setting(conf, "reset_after", 8):
+            reset()
+        delay = min(lo << min(fails - 1, 16), hi)
+        gc.collect()
+        sleep_ms(delay + jitter(delay // 2))

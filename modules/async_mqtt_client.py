@@ -46,10 +46,13 @@ Transport contract (`sock_cls`), sync flavour (async_sock=False):
                                 None = none accepted now
     s.close()
 Async flavour (async_sock=True): the same names; getaddrinfo, connect,
-readinto, write and close are awaited, except that readinto answers a plain
-None (not an awaitable) when nothing is buffered: then an idle check_msg()
-allocates nothing (an awaitable that evaluates to None works too, at the
-cost of a coroutine per poll).  Native sockets (sock_cls=None) are MicroPython's
+readinto, write and close are awaited, except that readinto may answer a
+plain None (not an awaitable) when nothing is buffered, so an idle
+check_msg() allocates nothing (an awaitable that evaluates to None works
+too, at the cost of a coroutine per poll), or a plain int when the bytes
+were at hand.  An awaitable readinto returns must read only when awaited:
+the client may drop one it never started.  A task cancelled in the middle
+of a read or a write drops the link (part of a packet may have gone).  Native sockets (sock_cls=None) are MicroPython's
 `socket` (which has this shape) or CPython's, adapted below.
 
 Config keys: client_id, server, port, user, password, keepalive (s),
@@ -71,7 +74,7 @@ connect()/reconnect().
 import sys
 
 import mqtt_codec as codec
-from mpcompat import asyncio, ticks_ms, ticks_diff, sleep_ms, asleep_ms as _sleep_ms
+from mpcompat import asyncio, ticks_ms, ticks_diff, sleep_ms, asleep_ms as _sleep_ms, jitter
 from mqtt_codec import MQTTError, to_bytes
 
 __all__ = ("AsyncMQTTClient", "MQTTError")
@@ -82,6 +85,8 @@ _MICROPYTHON = sys.implementation.name == "micropython"
 _ENOTCONN = 107
 _ECONNRESET = 104
 _ETIMEDOUT = 110
+_ECONNABORTED = 103
+_EIO = 5
 
 
 class _Done:
@@ -183,14 +188,18 @@ class AsyncMQTTClient:
         # usual case: publish() waits for its ack), more in a dict.
         self._slot = bytearray(len(self._tx))
         self._slot_pid = 0
-        self._inflight = {}          # pid -> bytes of the QoS 1 PUBLISH
+        self._slot_seq = 0
+        self._inflight = {}          # pid -> (send order, bytes of the QoS 1 PUBLISH)
+        self._seq = 0                # QoS 1 publishes so far: resends keep their order
         self._enc_len = 0
         self._pub_topic = None       # header cache of the last QoS 0 publish (_encode_publish)
         self._pub_mlen = self._pub_retain = self._pub_at = 0
         self._pid = 0
         self._checked_topic = None   # last publish topic validated
         self._reconnecting = False
+        self._up = False             # CONNACK in, subscriptions restored, QoS 1 resent
         self._app_closed = True      # until connect(), after disconnect(): stay down
+        self._sup = None             # the reconnect supervisor's task
         self._backoff = 0            # ms the last reconnect had backed off to
         self._up_at = 0              # ticks_ms() when the session last opened
         self._io_busy = False        # async flavour: one reader/writer at a time
@@ -203,6 +212,7 @@ class AsyncMQTTClient:
         self.on_disconnect = None    # on_disconnect(exc) when the link is lost
         self.msg_flags = 0           # first byte of the delivered PUBLISH (retain bit 0, QoS bits 1-2, DUP bit 3)
         self._unread = False
+        self._connack = -1
         self._wait_kind = 0          # the control ack being awaited (CONNACK/SUBACK/UNSUBACK)
         self._wait_pid = 0
         self._wait_done = False
@@ -255,6 +265,7 @@ class AsyncMQTTClient:
         cfg["reconnect_max_ms"] = _int(c.get("reconnect_max_ms", 30000), "reconnect_max_ms",
                                        lo, _MAX_MS)
         cfg["timeout_ms"] = _int(c.get("timeout_ms", 10000), "timeout_ms", 1, _MAX_MS)
+        cfg["max_inflight"] = _int(c.get("max_inflight", 16), "max_inflight", 1, 65535)
         return cfg
 
     # ---- connection ----------------------------------------------------
@@ -268,6 +279,7 @@ class AsyncMQTTClient:
         if clean_session is not None:
             self._cfg["clean_session"] = _flag(clean_session, "clean_session")
         self._app_closed = False
+        await self._stop_supervisor()
         await self._open_session(False)
         if not self.session_present:
             self._subs = []     # a new session at the broker: none to restore
@@ -332,12 +344,16 @@ class AsyncMQTTClient:
         return ctx.wrap_socket(s, server_hostname=opts.get("server_hostname", host))
 
     async def _open_session(self, resume):
+        """Transport, CONNECT/CONNACK, then (resume) the subscriptions back,
+        then unacked QoS 1 resent; only then is the session up: the app's
+        publishes and subscribes wait for that (_until_connected), so none
+        overtakes a resend or takes the CONNACK's place."""
         cfg = self._cfg
         self._close_transport()
         self._sock = await self._open_transport()
         self._reset_reader()
         wt, wm, wq, wr = cfg["will"]
-        self._connack = -1
+        self._connack = -1          # none yet: any other packet is a protocol error
         self._last_rx = ticks_ms()
         self._ping_sent = False
         try:
@@ -357,6 +373,9 @@ class AsyncMQTTClient:
                 reason = codec.CONNACK_REASONS[rc] if rc < len(codec.CONNACK_REASONS) else "code %d" % rc
                 raise MQTTError("connection refused: " + reason, rc)
             self.session_present = bool(self._connack >> 8)
+            if self.session_present and cfg["clean_session"]:
+                raise MQTTError("malformed CONNACK: a session present for a clean session "
+                                "(MQTT-3.2.2-1)")
             if resume:
                 if not self.session_present:
                     for topic, qos in self._subs:
@@ -369,11 +388,13 @@ class AsyncMQTTClient:
                             # changed): keep the session, tell the app.
                             self.last_error = e
             await self._resend_inflight()   # unacked QoS 1 is never lost, connect() or not
+            self._up = True
         except BaseException:
             self._close_transport()
             raise
 
     def _close_transport(self):
+        self._up = False
         s, self._sock = self._sock, None
         if s is not None:
             try:
@@ -390,6 +411,7 @@ class AsyncMQTTClient:
         raise MQTTError) until connect() or reconnect() is called.
         """
         self._app_closed = True
+        self._up = False
         if self._sock is not None:
             try:
                 self._ackbuf[0] = codec.DISCONNECT
@@ -403,7 +425,8 @@ class AsyncMQTTClient:
                 await _quietly(r)
 
     def isconnected(self):
-        return self._sock is not None
+        """True while the session is up (CONNACK in, subscriptions and QoS 1 restored)."""
+        return self._up
 
     async def reconnect(self, attempts=0):
         """Re-establish the session with exponential backoff and jitter.
@@ -415,7 +438,7 @@ class AsyncMQTTClient:
         if self._reconnecting:          # another task is at it: wait for it
             while self._reconnecting:
                 await _sleep_ms(20)
-            if self._sock is None:
+            if not self._up:
                 raise MQTTError("reconnect failed")
             return
         self._reconnecting = True
@@ -429,9 +452,11 @@ class AsyncMQTTClient:
         try:
             while True:
                 if delay:
-                    await _sleep_ms(delay + _jitter(delay // 2))
+                    await _sleep_ms(delay + jitter(delay // 2))
                 if self._app_closed:
                     raise MQTTError("not connected: disconnect() was called")
+                if self._up and tries:  # the app connected meanwhile
+                    return
                 try:
                     await self._open_session(True)
                 except (OSError, MQTTError) as e:
@@ -485,7 +510,16 @@ class AsyncMQTTClient:
         # tasks noticing the loss in the same tick start one supervisor.
         if not self._reconnecting and not self._app_closed:
             self._reconnecting = True
-            asyncio.create_task(self._supervise())
+            self._sup = asyncio.create_task(self._supervise())
+
+    async def _stop_supervisor(self):
+        """connect() takes over from a supervisor still backing off: else it
+        would wake and tear the app's fresh session down."""
+        sup = self._sup
+        if self._reconnecting and sup is not None and not sup.done():
+            sup.cancel()
+            while self._reconnecting:       # its finally lowers the flag at once
+                await _sleep_ms(1)
 
     async def _supervise(self):
         try:
@@ -495,7 +529,7 @@ class AsyncMQTTClient:
                 self.last_error = e
 
     async def _until_connected(self):
-        while self._sock is None:
+        while not self._up:
             if self._app_closed or not (self._cfg["reconnect"] or self._reconnecting):
                 raise MQTTError("not connected")
             self._start_supervisor()
@@ -522,9 +556,14 @@ class AsyncMQTTClient:
         _qos(qos)
         if retain is not False and retain is not True:
             retain = _flag(retain, "retain")
+        if qos and self.inflight >= self._cfg["max_inflight"]:
+            # Each entry holds a copy of its packet (a small heap runs out),
+            # and 65,535 would leave no packet id to take.
+            raise MQTTError("%d QoS 1 publishes await their PUBACK (max_inflight): "
+                            "read (check_msg) or wait before publishing more" % self.inflight)
         if len(topic) + len(msg) > codec.MAX_REMAINING - 4:
             raise ValueError("message too large for MQTT (268,435,455 bytes with its topic)")
-        if self._async or self._sock is None:
+        if self._async or not self._up:
             return self._publish_slow(topic, msg, retain, qos)
         # Sync transport: encode and write right here, so only a QoS 1 ack
         # wait costs a coroutine.
@@ -546,7 +585,7 @@ class AsyncMQTTClient:
         while True:
             # (the awaits below are spelled out, not helpers: each helper
             # coroutine would be one more object per publish)
-            if self._sock is None:
+            if not self._up:
                 await self._until_connected()
             while self._io_busy:        # async flavour: another task is writing
                 await _sleep_ms(0)
@@ -587,10 +626,13 @@ class AsyncMQTTClient:
         n = codec.encode_publish(buf, topic, msg, qos, retain, False, pid)
         self._enc_len = n
         # In flight only once encoded: a failed encode leaves no trace.
+        if qos:
+            self._seq += 1
         if use_slot:
             self._slot_pid = pid
-        elif qos:
-            self._inflight[pid] = bytes(memoryview(buf)[:n])   # more than one in flight
+            self._slot_seq = self._seq
+        elif qos:                       # more than one in flight
+            self._inflight[pid] = (self._seq, bytes(memoryview(buf)[:n]))
         elif type(topic) is bytes:
             # The cache is keyed on identity, so only for bytes: a bytearray
             # topic may hold another topic at the next call.
@@ -615,13 +657,23 @@ class AsyncMQTTClient:
             self._inflight.pop(pid, None)
 
     async def _resend_inflight(self):
-        """After a reconnect: every unacknowledged QoS 1 publish again, DUP set."""
+        """After a reconnect: every unacknowledged QoS 1 publish again, DUP
+        set, in the order they were first sent (MQTT 3.1.1 section 4.6:
+        the last command must not be overtaken by an older one)."""
+        order = sorted((seq, pid) for pid, (seq, _) in self._inflight.items())
         if self._slot_pid:
-            self._slot[0] |= 0x08
-            n = codec.packet_length(self._slot)
-            await self._write(self._slot, n)
-        for pid in sorted(self._inflight):
-            pkt = self._inflight[pid]
+            order.append((self._slot_seq, 0))
+            order.sort()
+        for seq, pid in order:             # (a PUBACK may land between two writes)
+            if not pid:
+                if self._slot_pid:
+                    self._slot[0] |= 0x08
+                    await self._write(self._slot, codec.packet_length(self._slot))
+                continue
+            entry = self._inflight.get(pid)
+            if entry is None:
+                continue
+            pkt = entry[1]
             tx = self._tx_for(len(pkt))
             tx[:len(pkt)] = pkt
             tx[0] |= 0x08
@@ -643,6 +695,11 @@ class AsyncMQTTClient:
                                    topic, qos)
         if done and self._suback == 0x80:
             raise MQTTError("subscription to %r refused by the broker" % bytes(topic), 0x80)
+        if done and self._suback == 2:
+            # Above what we asked for (a broker may only grant less): QoS 2
+            # messages would follow, which this client cannot take.
+            await self._unsubscribe(topic)
+            raise MQTTError("broker granted QoS 2 to %r (asked %d): unsubscribed" % (bytes(topic), qos), 2)
         return done
 
     async def unsubscribe(self, topic):
@@ -709,10 +766,19 @@ class AsyncMQTTClient:
         Also sends PINGREQs and detects a dead link (no packet for 1.5 x
         keepalive).  Allocation-free when there is nothing to deliver.
         """
-        if self._unread:
-            return self._meta_ready()
-        if self._bl_head != self._bl_used:
-            self._from_backlog()
+        if self._unread or self._bl_head != self._bl_used:
+            # A message is at hand, but the keepalive goes on: an app that
+            # takes its time over each one must not be dropped by the broker.
+            if self._sock is not None and self._cfg["keepalive"]:
+                try:
+                    if self._ping_due():
+                        if self._async:
+                            return self._ping_then_deliver()
+                        self._write_sync(self._pingbuf, 2)
+                except (OSError, MQTTError) as e:
+                    self._link_lost(e)
+            if not self._unread:
+                self._from_backlog()
             return self._meta_ready()
         if self._sock is None:
             if self._cfg["reconnect"] and not self._app_closed:
@@ -739,44 +805,91 @@ class AsyncMQTTClient:
     async def _meta_ready(self):
         return self._meta
 
+    async def _ping_then_deliver(self):
+        try:
+            await self._write(self._pingbuf, 2)
+        except OSError as e:
+            self._link_lost(e)
+        if not self._unread:
+            self._from_backlog()
+        return self._meta
+
     def _poll_async(self):
         """check_msg() on an async transport.  Its readinto answers a plain
-        None when nothing waits, so an idle poll makes no coroutine; bytes
-        (or a read to await) go on in _check_async."""
+        None when nothing waits, so an idle poll makes no coroutine; bytes it
+        had at hand (a plain int) are taken now; a read to await goes on in
+        _check_async."""
         try:
             if self._io_busy or not self._want():
                 return self._check_async(None, self._ping_due())
             r = self._sock.readinto(self._view, self._need)
             if r is None:
                 return self._check_async(None, True) if self._ping_due() else _DONE
+            if type(r) is int:
+                self._took(r)
+                r = None
         except (OSError, MQTTError) as e:
             self._link_lost(e)
             return _DONE
-        self._io_busy = True            # held until _check_async has awaited r
         return self._check_async(r, False)
 
     async def _check_async(self, pending, ping):
+        # The I/O lock is taken here, when the coroutine runs, not in
+        # _poll_async: a check_msg() awaitable that is dropped or cancelled
+        # before it starts must not leave the lock raised for ever.  The
+        # transport's awaitable reads only when awaited (the contract), so
+        # dropping it loses nothing.
         try:
             if pending is not None:
-                try:
-                    n = await pending
-                finally:
-                    self._io_busy = False
-                if self._took(n):
-                    if self._ack_pending:
-                        self._ack_pending = False
-                        await self._write(self._ackbuf, 4)
+                if self._io_busy:       # another task began reading first
+                    _discard(pending)
+                else:
+                    self._io_busy = True
+                    try:
+                        n = await self._interruptible(pending)
+                    finally:
+                        self._io_busy = False
+                    self._took(n)
+            if self._ack_pending:
+                self._ack_pending = False
+                await self._write(self._ackbuf, 4)
             budget = _READS_PER_CALL
             while not self._unread and await self._step_async():
                 budget -= 1
                 if not budget:
                     break
+            # after the reads too: bytes that keep coming must not starve the
+            # PINGREQ or the dead-link check
+            ping = ping or self._ping_due()
             if ping and self._sock is not None:
                 await self._write(self._pingbuf, 2)
         except (OSError, MQTTError) as e:
             self._link_lost(e)
             return None
         return self._meta if self._unread else None
+
+    async def _interruptible(self, aw):
+        """Await a transport read or write; if this task is cancelled (or
+        anything but OSError ends it) part of a packet may have gone: the
+        byte stream can no longer be trusted, the link goes (_abandon)."""
+        try:
+            return await aw
+        except OSError:
+            raise
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self):
+        """Drop a link whose byte stream was cut off mid-packet (a task
+        cancelled in the middle of a read or a write).  Like a lost link, but
+        without raising: reconnect: True renews it (resending QoS 1) at the
+        next call; without, the next call says "not connected"."""
+        if self._sock is not None:
+            self._close_transport()
+            self._reset_reader()
+            self.disconnects += 1
+            self.last_error = OSError(_ECONNABORTED, "cancelled in the middle of a packet")
 
     @property
     def topic(self):
@@ -894,6 +1007,8 @@ class AsyncMQTTClient:
             if rem < 0:
                 return False
             codec.check_fixed_header(self._hdr[0], rem)
+            if self._connack < 0 and self._hdr[0] != codec.CONNACK:
+                raise MQTTError("packet 0x%02x before the CONNACK" % self._hdr[0])
             self._rem = rem
             self._got = 0
             self._dest = _NONE
@@ -940,6 +1055,8 @@ class AsyncMQTTClient:
                 self._bl_used = at + _BL_HDR + rem
             else:
                 pid = self._drop_pid
+                if first & 0x06 and not pid:
+                    raise MQTTError(_PID0)
                 self.dropped += 1
             if first & 0x06:
                 codec.encode_ack(self._ackbuf, codec.PUBACK, pid)
@@ -954,8 +1071,9 @@ class AsyncMQTTClient:
         if kind == codec.CONNACK:
             if s[1] > 5 or s[0] & 0xFE:
                 raise MQTTError("malformed CONNACK")
+            if self._connack != -1:
+                raise MQTTError("a second CONNACK in one session")
             self._connack = (s[0] << 8) | s[1]
-            self._acked(codec.CONNACK, 0)
         elif kind == codec.PUBACK:
             self._acknowledged(pid)
         elif kind == codec.SUBACK:
@@ -990,7 +1108,12 @@ class AsyncMQTTClient:
         """Validate a PUBLISH body (with its topic length); returns its packet id."""
         tl = (body[0] << 8) | body[1]
         self._check_topic_len(first, tl, rem)
-        return (body[2 + tl] << 8) | body[3 + tl] if first & 0x06 else 0
+        if not first & 0x06:
+            return 0
+        pid = (body[2 + tl] << 8) | body[3 + tl]
+        if not pid:
+            raise MQTTError(_PID0)
+        return pid
 
     def _deliver(self, first, rem, tl):
         """rbuf holds topic, [packet id,] payload (the body less its topic
@@ -1000,6 +1123,8 @@ class AsyncMQTTClient:
         pid = 0
         if first & 0x06:
             pid = (b[tl] << 8) | b[tl + 1]
+            if not pid:
+                raise MQTTError(_PID0)
             i = tl                       # payload down over the id (a loop: no allocation)
             end -= 2
             while i < end:
@@ -1087,13 +1212,14 @@ class AsyncMQTTClient:
         if n != 2:
             if n == 0:
                 raise OSError(_ECONNRESET, "connection closed by the server")
+            _count(n, 1)
             self._hn = 1
             return True
         first = hdr[0]
         rem = hdr[1]
         rbuf = self._rbuf
         if (first & 0xF4) != codec.PUBLISH or rem & 0x80 or rem < 3 or self._unread \
-                or self._bl_used or rem - 2 > len(rbuf):
+                or self._bl_used or rem - 2 > len(rbuf) or self._connack < 0:
             self._hn = 2
             self._advance(0)            # the header is complete (or needs more bytes)
             self._flush_ack()
@@ -1124,6 +1250,8 @@ class AsyncMQTTClient:
 
     def _continue_publish(self, rem, got):
         """A PUBLISH only partly there: the general reader goes on with it."""
+        _count(got, rem)
+        self._last_rx = ticks_ms()
         self._hn = 2
         self._rem = rem
         self._dest = _TO_RBUF
@@ -1137,6 +1265,13 @@ class AsyncMQTTClient:
             return False
         if n == 0:
             raise OSError(_ECONNRESET, "connection closed by the server")
+        _count(n, self._need)
+        # Any byte proves the link alive: a big message on a slow link (kept
+        # or drained) may take longer than 1.5 x keepalive to arrive whole,
+        # and declaring it dead would have the broker resend it for ever.
+        # (An endless packet is bounded by its remaining length; the
+        # broker's side of keepalive is served by our PINGREQs.)
+        self._last_rx = ticks_ms()
         self._advance(n)
         return True
 
@@ -1151,7 +1286,11 @@ class AsyncMQTTClient:
         self._io_busy = True
         try:
             n = self._sock.readinto(self._view, self._need)
-            if n is None or not self._took(await n):
+            if n is None:
+                return False
+            if type(n) is not int:
+                n = await self._interruptible(n)
+            if not self._took(n):
                 return False
             if self._ack_pending:
                 self._ack_pending = False
@@ -1166,13 +1305,13 @@ class AsyncMQTTClient:
         sock = self._sock
         w = sock.write(buf, n)
         if w != n:
-            off = w or 0
+            off = _count(w, n)
             start = ticks_ms()
             view = memoryview(buf)
             while off < n:
                 if ticks_diff(ticks_ms(), start) > self._cfg["timeout_ms"]:
                     raise OSError(_ETIMEDOUT, "socket write timed out")
-                w = sock.write(view[off:], n - off)
+                w = _count(sock.write(view[off:], n - off), n - off)
                 if w:
                     off += w
                 elif self._poller:
@@ -1182,10 +1321,14 @@ class AsyncMQTTClient:
         self._last_tx = ticks_ms()
 
     async def _write_async(self, buf, n):
+        sock = self._sock
         off = 0
         start = ticks_ms()
         while off < n:
-            w = await self._sock.write(memoryview(buf)[off:] if off else buf, n - off)
+            if self._sock is not sock:  # the link was renewed under this write
+                raise OSError(_ENOTCONN, "the link closed during a write")
+            w = _count(await self._interruptible(
+                sock.write(memoryview(buf)[off:] if off else buf, n - off)), n - off)
             if w:
                 off += w
             else:
@@ -1229,7 +1372,7 @@ class AsyncMQTTClient:
         renewed instead (the reconnect resends the publish) and the wait
         goes on.
         """
-        if kind != codec.PUBACK:
+        if kind != codec.PUBACK and kind != codec.CONNACK:
             self._wait_kind = kind
             self._wait_pid = pid
             self._wait_done = False
@@ -1273,6 +1416,8 @@ class AsyncMQTTClient:
         # QoS 1 publishes (from several tasks) can wait at once.
         if kind == codec.PUBACK:
             return not self._pending(pid)
+        if kind == codec.CONNACK:       # its own record: a control wait cannot take it
+            return self._connack != -1
         return self._wait_done
 
 
@@ -1306,16 +1451,6 @@ async def _quietly(aw):
         pass
 
 
-def _jitter(span):
-    """A random delay in [0, span) ms, so a fleet does not reconnect in step."""
-    if span <= 0:
-        return 0
-    try:
-        import random
-        return random.getrandbits(16) % span
-    except (ImportError, AttributeError):
-        return ticks_ms() % span
-
 
 _MAX_MS = 0x3FFFFFFF    # ticks_diff() is only meaningful up to half the ticks period
 
@@ -1327,6 +1462,27 @@ def _int(value, what, lo, hi):
     if not lo <= value <= hi:
         raise ValueError("%s must be %d..%d, not %d" % (what, lo, hi, value))
     return value
+
+
+def _count(n, most):
+    """What a transport's readinto/write answered, checked: None or 0..most.
+    Anything else (negative, more than asked) would walk the reader or the
+    writer out of the packet: the link is not to be trusted (EIO)."""
+    if n is None:
+        return 0
+    if not 0 <= n <= most:
+        raise OSError(_EIO, "the transport answered %r for %d bytes" % (n, most))
+    return n
+
+
+def _discard(aw):
+    """An awaitable that will never be awaited: close it quietly."""
+    close = getattr(aw, "close", None)
+    if close:
+        close()
+
+
+_PID0 = "malformed PUBLISH: QoS 1 with packet id 0"
 
 
 def _qos(qos):

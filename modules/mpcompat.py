@@ -21,3 +21,14 @@ except ImportError:             # MicroPython before 1.21
 
 # asyncio.sleep_ms (MicroPython) or its equivalent
 asleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
+
+
+def jitter(span):
+    """A random delay in [0, span) ms, so a fleet does not retry in step."""
+    if span <= 0:
+        return 0
+    try:
+        import random
+        return random.getrandbits(20) % span
+    except (ImportError, AttributeError):
+        return ticks_ms() % span

@@ -59,10 +59,21 @@ _BYTES_TYPES = (bytes, bytearray, memoryview)
 def to_bytes(value, what):
     """Topics, payloads, ids and passwords as bytes (str accepted)."""
     if isinstance(value, _BYTES_TYPES):
+        if type(value) is memoryview and _wide(value):
+            raise TypeError("%s: a memoryview of wider items (e.g. array('H')) would be cut "
+                            "short: pass bytes, or a memoryview of bytes" % what)
         return value
     if isinstance(value, str):
         return value.encode()
     raise TypeError("%s must be bytes or str, not %s" % (what, type(value).__name__))
+
+
+def _wide(view):
+    """A memoryview whose items are not single bytes (len() counts items).
+    MicroPython's memoryview has no itemsize: one item copied tells."""
+    if not _MICROPYTHON:
+        return view.itemsize != 1 or not view.contiguous
+    return len(view) and len(bytes(view[:1])) != 1
 
 
 def check_topic(topic, wildcards_ok):
@@ -83,14 +94,6 @@ def check_topic(topic, wildcards_ok):
                 raise ValueError("'#' must be the last character of a filter")
         i += 1
     check_utf8(topic, "topic")
-
-
-def check_string(s, what):
-    """An MQTT UTF-8 string field (client id, user name, will topic):
-    at most 65,535 bytes, well-formed (check_utf8)."""
-    if len(s) > 65535:
-        raise ValueError("%s is longer than 65535 bytes" % what)
-    check_utf8(s, what)
 
 
 def check_utf8(s, what):

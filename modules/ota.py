@@ -23,6 +23,14 @@ size and SHA-256 checked, then swapped in: rename to app-<ver>.py, then one
 atomic rename of the state file makes it current.  The file names hold a
 '-', so no `import` can ever reach them: an OTA'd file never shadows a
 frozen module.
+
+The state is kept twice (ota-state.json, then ota-state2.json), each copy
+written to a temp file and renamed over, each carrying a checksum ("ck") of
+its own text.  A copy that is truncated, empty or has one flipped bit fails
+the check and the other copy is used (and the bad one rewritten); with both
+gone, the state is rebuilt from the app-<n>.py files on flash.  So a
+damaged file never lowers the replay floor below the newest app on flash,
+and never makes the boot delete the last good app.
 """
 import os
 import json
@@ -38,6 +46,10 @@ SIGNED = 47         # announcement bytes covered by the MAC
 CHUNK_HEAD = 5      # b"D" + ver + seq
 STATE = "ota-state.json"
 STATE_TMP = "ota-state.tmp"
+STATE2 = "ota-state2.json"      # the second copy, written after the first
+STATE2_TMP = "ota-state2.tmp"
+_CK = b', "ck": "'              # the checksum field, always written last
+_STATE_MAX = 1024               # a bigger state file is damage, not a state
 DL = "ota-dl.tmp"
 
 
@@ -103,32 +115,132 @@ def replace(src, dst):
         os.rename(src, dst)
 
 
+def _ck(body):
+    return hexlify(hashlib.sha256(body).digest()[:4])
+
+
+def _valid(st):
+    """A state we could have written: the numbers are there and make sense."""
+    if not isinstance(st, dict) or "cur" not in st or "floor" not in st:
+        return False
+    for k in ("cur", "prev", "floor", "trial", "tries"):
+        v = st.get(k, 0)
+        if type(v) is not int or v < 0:
+            return False
+    return st.get("trial", 0) in (0, 1) and st["floor"] >= st["cur"] and st["floor"] >= st.get("prev", 0)
+
+
+def _read(p, checked):
+    """The state in file p, or None.  checked: only a copy whose checksum
+    holds; else only a plain JSON state without one (as provisioned), which
+    load_state() then checks against the flash: a copy whose checksum is
+    there but wrong is never trusted."""
+    try:
+        with open(p, "rb") as f:
+            text = f.read(_STATE_MAX + 1)
+        if len(text) > _STATE_MAX:
+            return None
+        i = text.rfind(_CK)
+        if checked:
+            if i < 0:
+                return None
+            body = text[:i] + b"}"
+            if text[i + len(_CK):] != _ck(body) + b'"}':
+                return None
+            text = body
+        elif i >= 0:
+            return None
+        st = json.loads(text)
+    except Exception:               # noqa: B902 -- OSError, ValueError, UnicodeError...: damage
+        return None
+    if not _valid(st):
+        return None
+    st.pop("ck", None)              # a checksum field whose marker was damaged
+    return st
+
+
+def _app_versions(d):
+    vs = []
+    for name in os.listdir(d or "."):
+        if name.startswith("app-") and name.endswith(".py") and name[4:-3].isdigit():
+            vs.append(int(name[4:-3]))
+    return sorted(vs)
+
+
+def _rebuild(d):
+    """Both copies lost: the newest app on flash runs on trial (the one
+    before it is its fallback); the floor is that newest version."""
+    vs = _app_versions(d)
+    if not vs:
+        return None
+    prev = vs[-2] if len(vs) > 1 else 0
+    print("ota: state unreadable, rebuilt from app files", vs)
+    return {"cur": vs[-1], "prev": prev, "floor": vs[-1], "trial": 1 if prev else 0, "tries": 0}
+
+
+def _fits_flash(d, st):
+    """An unchecked state must match the apps on flash: each is its cur or
+    prev (so the boot deletes none), none above its floor."""
+    return all(v in (st["cur"], st.get("prev", 0)) and v <= st["floor"] for v in _app_versions(d))
+
+
+def _first(d, checked):
+    for name in (STATE, STATE_TMP, STATE2, STATE2_TMP):
+        st = _read(path(d, name), checked)
+        if st is not None and (checked or _fits_flash(d, st)):
+            return name, st
+    return None, None
+
+
 def load_state(d):
-    """The state dict ({"cur", "prev", "floor", "trial", "tries", ...}) or None."""
-    for name in (STATE, STATE_TMP):
+    """The state dict ({"cur", "prev", "floor", "trial", "tries", ...}) or
+    None (no state and no app).  Takes the first copy whose checksum holds,
+    in the order they are written: ota-state.json, its temp (a FAT swap cut
+    short), ota-state2.json, its temp; else a plain unchecked one; else
+    rebuilds it from the app files.  Rewrites both copies unless the first
+    was good and the second is identical to it."""
+    name, st = _first(d, True)
+    if name == STATE and _same_file(d):
+        return st                   # both copies good and alike: nothing to write
+    if st is None:
+        st = _first(d, False)[1] or _rebuild(d)
+    if st is not None:
         try:
-            with open(path(d, name)) as f:
-                st = json.loads(f.read())
-        except (OSError, ValueError):
-            continue
-        if isinstance(st, dict) and "cur" in st:
-            if name == STATE_TMP:           # a FAT swap cut short: finish it
-                replace(path(d, STATE_TMP), path(d, STATE))
-            return st
-    return None
+            save_state(d, st)
+        except OSError as e:        # a full flash: the copy we read stays as it was
+            print("ota: state not rewritten:", e)
+    return st
+
+
+def _same_file(d):
+    try:
+        with open(path(d, STATE), "rb") as a, open(path(d, STATE2), "rb") as b:
+            return a.read(_STATE_MAX) == b.read(_STATE_MAX)
+    except OSError:
+        return False
+
+
+def _write(p, data):
+    with open(p, "wb") as f:
+        f.write(data)
 
 
 def save_state(d, st):
-    tmp = path(d, STATE_TMP)
-    with open(tmp, "w") as f:
-        f.write(json.dumps(st))
-    replace(tmp, path(d, STATE))
+    """Both copies, each to a temp file renamed over the copy: the first
+    rename is the switch; a cut before the second leaves the first newer,
+    which load_state() prefers."""
+    body = json.dumps({k: v for k, v in st.items() if k != "ck"}).encode()
+    data = body[:-1] + _CK + _ck(body) + b'"}'
+    for name, tmp in ((STATE, STATE_TMP), (STATE2, STATE2_TMP)):
+        _write(path(d, tmp), data)
+        replace(path(d, tmp), path(d, name))
 
 
 def clean(d, st):
     """Remove leftovers: a cut download, and app files neither current nor previous."""
     remove(path(d, DL))
     remove(path(d, STATE_TMP))
+    remove(path(d, STATE2_TMP))
     keep = ("app-%d.py" % st.get("cur", 0), "app-%d.py" % st.get("prev", 0))
     for name in os.listdir(d or "."):
         if name.startswith("app-") and name.endswith(".py") and name not in keep:

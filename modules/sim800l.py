@@ -733,19 +733,23 @@ class AsyncModemSocket(_Base):
         self._gen = m._gen
 
     def readinto(self, buf, nbytes=None):
-        # A plain def: the common "nothing yet" answer costs no coroutine object.
+        # A plain def: "nothing yet" (None) and bytes already at hand (an int,
+        # copied now) cost no coroutine object; only a fetch from the modem is
+        # an awaitable, and it reads only when awaited (the client may drop
+        # one it never started, losing nothing).
         self._check()
         r = self._m._rx_ready(buf, nbytes)
         if r == -1:
             return None
-        return self._aread(r, buf, nbytes)
+        if r >= 0:
+            return r
+        return self._afetch(buf, nbytes)
 
-    async def _aread(self, r, buf, nbytes):
-        if r == -2:
-            m = self._m
-            await m._arun(m._g_fill())
-            self._check()
-            r = m._rx_ready(buf, nbytes)
+    async def _afetch(self, buf, nbytes):
+        m = self._m
+        await m._arun(m._g_fill())
+        self._check()
+        r = m._rx_ready(buf, nbytes)
         return r if r >= 0 else None
 
     async def write(self, buf, nbytes=None):

@@ -1,6 +1,6 @@
 """Boot the OTA'd app; roll back a new one that crashes or never confirms health (docs/ota.md)."""
 from types import ModuleType
-from typing import Any, Awaitable, Callable, Final
+from typing import Any, Awaitable, Callable, Final, NoReturn
 
 from async_mqtt_client import AsyncMQTTClient
 from ota import Agent
@@ -29,7 +29,7 @@ class Device:
         """This version works: a new version must say so within health_ms."""
 
 async def boot(conf: dict[str, Any] | None = None, transport: _Transport | None = None) -> str:
-    """One boot: returns when the board should reset."""
-def reset() -> None: ...
-def run(conf: dict[str, Any] | None = None, transport: _Transport | None = None) -> None:
-    """The whole main.py of an OTA-managed board."""
+    """One boot: "reboot" after an install, "crashed" after the app failed; raises otherwise."""
+def reset() -> NoReturn: ...
+def run(conf: dict[str, Any] | None = None, transport: _Transport | None = None) -> NoReturn:
+    """The whole main.py of an OTA-managed board: never returns (Ctrl-C raises KeyboardInterrupt)."""

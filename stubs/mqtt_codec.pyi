@@ -30,6 +30,8 @@ def to_bytes(value: _Buffer | str, what: str) -> _Buffer:
 
 def check_topic(topic: _Buffer, wildcards_ok: bool) -> None:
     """ValueError for what MQTT forbids in a topic (or filter, with wildcards_ok)."""
+def check_utf8(s: _Buffer, what: str) -> None:
+    """ValueError unless s is UTF-8 a broker accepts (MQTT 3.1.1 section 1.5.3)."""
 
 def put_bytes(buf: _WBuffer, i: int, src: _Buffer, n: int) -> int: ...
 def put_str(buf: _WBuffer, i: int, s: _Buffer) -> int: ...

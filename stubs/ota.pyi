@@ -12,6 +12,8 @@ SIGNED: Final[int]
 CHUNK_HEAD: Final[int]
 STATE: Final[str]
 STATE_TMP: Final[str]
+STATE2: Final[str]
+STATE2_TMP: Final[str]
 DL: Final[str]
 
 def hmac_sha256(key: bytes, msg: _Buffer) -> bytes: ...

@@ -62,6 +62,7 @@ class Wire:
         a, self.peer = socket.socketpair()
         a.setblocking(False)
         self.client._sock = _StdSocket(a)
+        self.client._connack = 0        # as if the session were open: packets may come
 
     def feed(self, data):
         self.peer.sendall(data)

@@ -281,7 +281,7 @@ def refusal(rig, d, version, after=0, timeout=15):
 
 def still_on(d, version):
     """Nothing left over, the old app current, the device not rebooted."""
-    assert d.files() == ["app-%d.py" % version, "main.py", "ota-state.json", "ota.json"]
+    assert d.files() == ["app-%d.py" % version, "main.py", "ota-state.json", "ota-state2.json", "ota.json"]
     assert d.state()["cur"] == version
     assert d.proc.poll() is None and d.boots == 1
 

@@ -193,7 +193,8 @@ class Link:
         soak, t0 = self.soak, ticks_ms()
         try:
             r = getattr(self.s, name)(*args)
-            if r is not None:            # async readinto: a plain None when nothing waits
+            if r is not None and type(r) is not int:   # async readinto: a plain None when
+                # nothing waits, a plain int when the bytes were at hand
                 r = await r
             return r
         except OSError as e:

@@ -64,7 +64,8 @@ class Conn:
 
     async def call(self, name, *args):
         r = getattr(self.s, name)(*args)
-        if self.a and r is not None:      # async readinto: a plain None when nothing waits
+        if self.a and r is not None and type(r) is not int:   # async readinto: a plain None
+            # when nothing waits, a plain int when the bytes were at hand
             r = await r
         return r
 
