@@ -67,6 +67,42 @@ def test_mqtt_session_over_the_modem(interp, flavour, run_scenario, sim, broker)
     assert sim.counts["AT+CIPSTART"] == 1 and sim.counts["AT+CIPCLOSE"] == 1
 
 
+def soak_side_by_side(start_scenario, broker, tmp_path, scenario, faults, seconds, seed,
+                      kinds=None, **kw):
+    """A chaos soak per interpreter, run side by side, a simulator each with
+    reproducible draws (seed + the interpreter's index): `faults` random
+    faults, then the scenario is told to stop (a stop file) after the last
+    recovery.  Returns [(interp, sim, out)] with each scenario's result; the
+    simulators are closed."""
+    import time
+    from conftest import INTERPRETERS
+    runs, done = [], []
+    try:
+        for interp in INTERPRETERS:
+            sim = Sim800L(seed=seed + INTERPRETERS.index(interp))
+            sim.listen_tcp()
+            sim.start()
+            runs.append((interp, sim))
+            sim.chaos(rate=0.15, total=faults, kinds=kinds)
+            (tmp_path / interp).mkdir()
+            runs[-1] += (start_scenario(interp, scenario[0], scenario[1],
+                                        **params(sim, broker, "async", count=100000,
+                                                 seconds=seconds, timeouts="soak", rx_poll_ms=200,
+                                                 stop_file="%s/stop" % interp, **kw)),)
+        deadline = time.monotonic() + seconds
+        for interp, sim, s in runs:
+            while sim.chaos_left and time.monotonic() < deadline and s.proc.poll() is None:
+                time.sleep(0.05)
+            time.sleep(0.3)                  # the last recovery, then a few clean messages
+            (tmp_path / interp / "stop").write_text("")
+        for interp, sim, s in runs:
+            done.append((interp, sim, s.result(30)))
+        return done
+    finally:
+        for run in runs:
+            run[1].close()
+
+
 def resilient(run_scenario, interp, sim, broker, flavour="async", count=6, **kw):
     out = run_scenario(interp, "sim800l_mqtt", "resilient",
                        **params(sim, broker, flavour, count=count, **kw))

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from conftest import INTERPRETERS
-from test_sim800l import FLAVOURS, Sim800L, params, sim  # noqa: F401  (sim is a fixture)
+from test_sim800l import FLAVOURS, params, sim, soak_side_by_side  # noqa: F401  (sim is a fixture)
 
 # Faults per interpreter in the soak (the issue asks for 500 in all).
 SOAK_FAULTS = int(os.environ.get("SIM800L_SOAK_FAULTS", 250))
@@ -49,41 +49,20 @@ def test_soak_500_random_faults(start_scenario, broker, tmp_path):
     simulator each): every one ends in a recovered session or a clear error,
     never a corrupted stream (the scenario compares every echoed packet byte
     for byte) and never a wait past the configured deadlines."""
-    runs = []
-    for interp in INTERPRETERS:
-        sim = Sim800L(seed=INTERPRETERS.index(interp) + 1)     # reproducible draws
-        sim.listen_tcp()
-        sim.start()
-        sim.chaos(rate=0.15, total=SOAK_FAULTS)
-        (tmp_path / interp).mkdir()
-        s = start_scenario(interp, "sim800l_mqtt", "resilient",
-                           **params(sim, broker, "async", count=100000, seconds=80,
-                                    timeouts="soak", rx_poll_ms=200, log=1,
-                                    stop_file="%s/stop" % interp))
-        runs.append((interp, sim, s))
-    try:
-        deadline = time.monotonic() + 80
-        for interp, sim, s in runs:
-            while sim.chaos_left and time.monotonic() < deadline and s.proc.poll() is None:
-                time.sleep(0.05)
-            time.sleep(0.3)                  # the last recovery, then a few clean messages
-            (tmp_path / interp / "stop").write_text("")
-        for interp, sim, s in runs:
-            out = s.result(30)
-            fired = dict(sim.fired)
-            errs = {e: out["errors"].count(e) for e in sorted(set(out["errors"]))}
-            print("\nsoak %s: %d faults %s\n  %d messages echoed intact, errors by errno %s, "
-                  "%d bring-ups, %d ms" % (interp, sum(fired.values()), fired,
-                                          len(out["received"]), errs, out["starts"], out["ms"]))
-            assert sim.chaos_left == 0 and sum(fired.values()) == SOAK_FAULTS
-            assert out["received"] == list(range(len(out["received"])))
-            assert len(out["received"]) > SOAK_FAULTS // 2
-            # No error took longer than the longest deadline (+ slack) to surface.
-            gaps = [b[0] - a[0] for a, b in zip([(0,)] + out["log"], out["log"])]
-            assert max(gaps) < 2 * 1500 + 1000, out["log"]
-    finally:
-        for _, sim, _ in runs:
-            sim.close()
+    for interp, sim, out in soak_side_by_side(start_scenario, broker, tmp_path,
+                                              ("sim800l_mqtt", "resilient"), SOAK_FAULTS,
+                                              seconds=80, seed=1, log=1):
+        fired = dict(sim.fired)
+        errs = {e: out["errors"].count(e) for e in sorted(set(out["errors"]))}
+        print("\nsoak %s: %d faults %s\n  %d messages echoed intact, errors by errno %s, "
+              "%d bring-ups, %d ms" % (interp, sum(fired.values()), fired,
+                                      len(out["received"]), errs, out["starts"], out["ms"]))
+        assert sim.chaos_left == 0 and sum(fired.values()) == SOAK_FAULTS
+        assert out["received"] == list(range(len(out["received"])))
+        assert len(out["received"]) > SOAK_FAULTS // 2
+        # No error took longer than the longest deadline (+ slack) to surface.
+        gaps = [b[0] - a[0] for a, b in zip([(0,)] + out["log"], out["log"])]
+        assert max(gaps) < 2 * 1500 + 1000, out["log"]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

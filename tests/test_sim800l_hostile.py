@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import INTERPRETERS, ROOT
-from test_sim800l import FLAVOURS, Sim800L, params, resilient, sim  # noqa: F401  (sim is a fixture)
+from test_sim800l import FLAVOURS, Sim800L, params, resilient, sim, soak_side_by_side  # noqa: F401,E501
 from test_sim800l_dialogue import Terminal
 
 from sim800l_sim import HOSTILE_KINDS, UNKNOWN_URCS  # noqa: E402  (host/ is on sys.path)
@@ -157,39 +157,19 @@ def test_hostile_soak(start_scenario, broker, tmp_path):
     numbered messages go round through mosquitto: nothing but OSError with an
     errno leaves the driver, no AT command outlives its deadline, the
     heartbeat keeps beating, no packet is corrupted."""
-    runs = []
-    for interp in INTERPRETERS:
-        sim = Sim800L(seed=101 + INTERPRETERS.index(interp))
-        sim.listen_tcp()
-        sim.start()
-        sim.chaos(rate=0.15, total=SOAK_FAULTS, kinds=HOSTILE_KINDS)
-        (tmp_path / interp).mkdir()
-        s = start_scenario(interp, "sim800l_hostile", "soak",
-                           **params(sim, broker, "async", count=100000, seconds=45, timeouts="soak",
-                                    rx_poll_ms=200, stop_file="%s/stop" % interp))
-        runs.append((interp, sim, s))
-    try:
-        deadline = time.monotonic() + 45
-        for interp, sim, s in runs:
-            while sim.chaos_left and time.monotonic() < deadline and s.proc.poll() is None:
-                time.sleep(0.05)
-            time.sleep(0.3)                  # the last recovery, then a few clean messages
-            (tmp_path / interp / "stop").write_text("")
-        for interp, sim, s in runs:
-            out = s.result(30)
-            report(interp, sim, out)
-            if os.environ.get("SIM800L_HOSTILE_LOG"):
-                print("\n".join(map(repr, out["log"])))
-            assert sim.chaos_left == 0 and sum(sim.fired.values()) == SOAK_FAULTS
-            assert out["escaped"] == [] and out["corrupted"] == [], out
-            assert all(isinstance(e, int) for e in out["errors"])
-            assert out["received"] == list(range(len(out["received"])))
-            assert len(out["received"]) > SOAK_FAULTS // 3
-            assert out["overrun"] < SLACK_MS, (out["overrun"], out["overrun_cmd"])
-            assert out["gap"] < GAP_MS
-    finally:
-        for _, sim, _ in runs:
-            sim.close()
+    for interp, sim, out in soak_side_by_side(start_scenario, broker, tmp_path,
+                                              ("sim800l_hostile", "soak"), SOAK_FAULTS,
+                                              seconds=45, seed=101, kinds=HOSTILE_KINDS):
+        report(interp, sim, out)
+        if os.environ.get("SIM800L_HOSTILE_LOG"):
+            print("\n".join(map(repr, out["log"])))
+        assert sim.chaos_left == 0 and sum(sim.fired.values()) == SOAK_FAULTS
+        assert out["escaped"] == [] and out["corrupted"] == [], out
+        assert all(isinstance(e, int) for e in out["errors"])
+        assert out["received"] == list(range(len(out["received"])))
+        assert len(out["received"]) > SOAK_FAULTS // 3
+        assert out["overrun"] < SLACK_MS, (out["overrun"], out["overrun_cmd"])
+        assert out["gap"] < GAP_MS
 
 
 # ---- the simulator's junk modes, byte for byte (CPython: host tools) ---------

@@ -7,16 +7,7 @@ import sys
 
 from async_mqtt_client import AsyncMQTTClient, MQTTError
 
-if sys.implementation.name == "micropython":
-    from time import ticks_ms, ticks_diff
-else:
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
+from mpcompat import ticks_ms, ticks_diff
 
 
 _MICROPYTHON = sys.implementation.name == "micropython"

@@ -5,16 +5,7 @@ import sys
 from async_mqtt_client import AsyncMQTTClient, MQTTError
 from client_basic import config, next_msg, tag
 
-if sys.implementation.name == "micropython":
-    from time import ticks_ms, ticks_diff
-else:
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
+from mpcompat import ticks_ms, ticks_diff
 
 
 async def idle_with_keepalive(p):
