@@ -274,10 +274,14 @@ class AsyncMQTTClient:
         """Open the transport and the MQTT session; raises MQTTError on refusal."""
         if self._cfg["ssl"] and sock_cls is not None:
             raise ValueError("ssl works with the native socket only (sock_cls=None)")
-        self._sock_cls = sock_cls
-        self._async = bool(async_sock) and sock_cls is not None
+        if sock_cls is not None and not (callable(sock_cls) and hasattr(sock_cls, "getaddrinfo")):
+            raise TypeError("sock_cls must be a socket class (getaddrinfo, and a call that "
+                            "makes a socket), not %s" % type(sock_cls).__name__)
+        async_sock = _flag(async_sock, "async_sock")
         if clean_session is not None:
             self._cfg["clean_session"] = _flag(clean_session, "clean_session")
+        self._sock_cls = sock_cls
+        self._async = async_sock and sock_cls is not None
         self._app_closed = False
         await self._stop_supervisor()
         await self._open_session(False)
@@ -293,8 +297,10 @@ class AsyncMQTTClient:
         self._poller = None
         if cls is None:
             import socket
-            addr = socket.getaddrinfo(host, port)[0][-1]
-            s = socket.socket()
+            # The first address's own family (an IPv6 one needs an AF_INET6 socket)
+            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+            addr = ai[-1]
+            s = socket.socket(ai[0], ai[1])
             try:
                 s.settimeout(cfg["timeout_ms"] / 1000)
                 _no_delay(s)
@@ -459,7 +465,7 @@ class AsyncMQTTClient:
                     return
                 try:
                     await self._open_session(True)
-                except (OSError, MQTTError) as e:
+                except Exception as e:  # noqa: B902 -- a transport's bug too: back off, never storm
                     self.last_error = e
                     tries += 1
                     if attempts and tries >= attempts:
@@ -518,8 +524,13 @@ class AsyncMQTTClient:
         sup = self._sup
         if self._reconnecting and sup is not None and not sup.done():
             sup.cancel()
-            while self._reconnecting:       # its finally lowers the flag at once
+            # A task cancelled before its first step never runs its finally:
+            # wait for the task, not for the flag, then lower the flag here.
+            for _ in range(1000):
+                if sup.done():
+                    break
                 await _sleep_ms(1)
+            self._reconnecting = False
 
     async def _supervise(self):
         try:
@@ -771,7 +782,7 @@ class AsyncMQTTClient:
             # takes its time over each one must not be dropped by the broker.
             if self._sock is not None and self._cfg["keepalive"]:
                 try:
-                    if self._ping_due():
+                    if self._ping_due(False):
                         if self._async:
                             return self._ping_then_deliver()
                         self._write_sync(self._pingbuf, 2)
@@ -810,7 +821,9 @@ class AsyncMQTTClient:
             await self._write(self._pingbuf, 2)
         except OSError as e:
             self._link_lost(e)
-        if not self._unread:
+        if not self._unread:            # another task may have taken it meanwhile
+            if self._bl_head == self._bl_used:
+                return None
             self._from_backlog()
         return self._meta
 
@@ -905,7 +918,7 @@ class AsyncMQTTClient:
         """The app is done with the message: the buffer may be reused."""
         self._unread = False
 
-    def _ping_due(self):
+    def _ping_due(self, judge=True):
         """True when a PINGREQ should go now; MQTTError if the link is dead.
 
         Two reasons to ping, both after keepalive/2: we have sent nothing
@@ -913,14 +926,17 @@ class AsyncMQTTClient:
         is busy receiving a flood whose PINGRESP waits behind it), or we have
         heard nothing and no ping is out yet (probe the link).  A healthy
         link answers well before 1.5 x keepalive of silence, the point where
-        it is declared dead (the broker's own limit).
+        it is declared dead (the broker's own limit): judged only where the
+        socket is read first.
         """
         ka = self._cfg["keepalive"]
         if not ka:
             return False
         now = ticks_ms()
         since_rx = ticks_diff(now, self._last_rx)
-        if since_rx >= ka * 1500:
+        # judge=False while the app holds messages and the socket is not read:
+        # the PINGRESP waits there, unread, and is no sign of a dead link.
+        if judge and since_rx >= ka * 1500:
             raise MQTTError("keepalive: no packet from the server for %d ms" % since_rx)
         if ticks_diff(now, self._last_tx) < ka * 500 and (self._ping_sent or since_rx < ka * 500):
             return False
@@ -1285,6 +1301,8 @@ class AsyncMQTTClient:
             return False
         self._io_busy = True
         try:
+            if self._sock is None:
+                raise OSError(_ENOTCONN, "not connected")
             n = self._sock.readinto(self._view, self._need)
             if n is None:
                 return False
@@ -1322,6 +1340,8 @@ class AsyncMQTTClient:
 
     async def _write_async(self, buf, n):
         sock = self._sock
+        if sock is None:                # dropped while this task waited its turn
+            raise OSError(_ENOTCONN, "not connected")
         off = 0
         start = ticks_ms()
         while off < n:
@@ -1452,7 +1472,7 @@ async def _quietly(aw):
 
 
 
-_MAX_MS = 0x3FFFFFFF    # ticks_diff() is only meaningful up to half the ticks period
+_MAX_MS = 0x1FFFFFFF    # ticks_diff() spans +-2**29 ms on 32-bit ports (period 2**30)
 
 
 def _int(value, what, lo, hi):
