@@ -87,13 +87,24 @@ def boot_state(conf):
                 st["why"] = "kept on trial failure: no previous app"
         else:
             st["tries"] = tries + 1
-        ota.save_state(d, st)
+        _save(d, st)
     elif cur and not has(cur) and has(prev):
         st = {"cur": prev, "prev": 0, "floor": st.get("floor", cur), "trial": 0,
               "why": "app-%d.py is missing" % cur}
-        ota.save_state(d, st)
+        _save(d, st)
     ota.clean(d, st)
     return st
+
+
+def _save(d, st):
+    """The boot's state; a full flash must not keep the device from
+    connecting (it could never be reached to be fixed): the boot goes on
+    with the state in RAM, and says so."""
+    try:
+        ota.save_state(d, st)
+    except OSError as e:
+        st["why"] = "state not saved: %s" % e
+        print("app_runner:", st["why"])
 
 
 def load_app(d, version):
@@ -109,17 +120,19 @@ def load_app(d, version):
 
 
 def _why(e):
-    """'Type: message', short (it goes into the state file and a status)."""
+    """'Type: message', short and ASCII (it goes into the state file and a status)."""
     try:
-        return ("%s: %s" % (type(e).__name__, e))[:120]
+        return ota.text("%s: %s" % (type(e).__name__, e))
     except BaseException:           # noqa: B902 -- an exception whose str() raises
         return type(e).__name__
 
 
-def _ours(e):
-    """Exceptions an app never swallows: Ctrl-C (the developer's, see run())
-    and the cancellation that ends a boot."""
-    return isinstance(e, (KeyboardInterrupt, asyncio.CancelledError))
+def _ours(e, stopping=False):
+    """Exceptions that are not the app's failure: Ctrl-C (the developer's,
+    see run()) and, once the runner ends the boot (stopping), the
+    cancellation it sent.  A CancelledError the app raises on its own is a
+    crash like any other."""
+    return isinstance(e, KeyboardInterrupt) or (stopping and isinstance(e, asyncio.CancelledError))
 
 
 class Device:
@@ -133,6 +146,7 @@ class Device:
         self._conf = conf
         self.version = agent.st.get("cur", 0)
         self.failure = None
+        self.stopping = False       # the runner is ending this boot (its cancel is not a crash)
         self._said = False
 
     def healthy(self):
@@ -152,7 +166,7 @@ class Device:
             app = load_app(self._conf.get("dir", ""), self.version)
             await app.main(self)
         except BaseException as e:      # noqa: B902 -- SystemExit or any BaseException counts
-            if _ours(e):
+            if _ours(e, self.stopping):
                 raise
             self.failure = _why(e)
         # main() returned: the app may live on in on_message; the runner goes on
@@ -206,6 +220,7 @@ async def boot(conf=None, transport=None):
         return await _serve(conf, st, client, agent, dev)
     finally:
         if task is not None:
+            dev.stopping = True
             task.cancel()
         try:
             await client.disconnect()

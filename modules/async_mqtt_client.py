@@ -217,6 +217,9 @@ class AsyncMQTTClient:
         self._wait_pid = 0
         self._wait_done = False
         self._ctl_busy = False       # one control exchange at a time
+        self._late_sub = None        # (packet id, topic) of a subscribe whose SUBACK was deferred
+        self._opening = 0            # sessions being opened (connect(), the supervisor): none
+                                     # may start a supervisor meanwhile
         self._last_tx = self._last_rx = ticks_ms()
         self._ping_sent = False
         self._reset_reader()
@@ -240,6 +243,17 @@ class AsyncMQTTClient:
         tls = c.get("ssl", False)
         if not isinstance(tls, (bool, dict)):
             raise TypeError("config['ssl'] must be a bool or a dict")
+        if isinstance(tls, dict):
+            tls = dict(tls)
+            for k in tls:
+                if k not in ("cafile", "verify", "server_hostname"):
+                    raise ValueError("config['ssl'] has no key %r (cafile, verify, server_hostname)"
+                                     % (k,))
+            for k in ("cafile", "server_hostname"):
+                if k in tls and not isinstance(tls[k], str):
+                    raise TypeError("config['ssl'][%r] must be a str" % k)
+            if "verify" in tls:
+                tls["verify"] = _flag(tls["verify"], "config['ssl']['verify']")
         cfg["ssl"] = tls
         cfg["port"] = _int(c.get("port", 8883 if tls else 1883), "port", 1, 65535)
         cfg["user"] = _string(c.get("user") or b"", "user")
@@ -265,7 +279,8 @@ class AsyncMQTTClient:
         cfg["reconnect_max_ms"] = _int(c.get("reconnect_max_ms", 30000), "reconnect_max_ms",
                                        lo, _MAX_MS)
         cfg["timeout_ms"] = _int(c.get("timeout_ms", 10000), "timeout_ms", 1, _MAX_MS)
-        cfg["max_inflight"] = _int(c.get("max_inflight", 16), "max_inflight", 1, 65535)
+        # (below 65,535: a SUBSCRIBE needs a packet id of its own)
+        cfg["max_inflight"] = _int(c.get("max_inflight", 16), "max_inflight", 1, 65000)
         return cfg
 
     # ---- connection ----------------------------------------------------
@@ -283,8 +298,12 @@ class AsyncMQTTClient:
         self._sock_cls = sock_cls
         self._async = async_sock and sock_cls is not None
         self._app_closed = False
-        await self._stop_supervisor()
-        await self._open_session(False)
+        self._opening += 1              # from here on, no task may start a supervisor
+        try:
+            await self._stop_supervisor()
+            await self._open_session(False)
+        finally:
+            self._opening -= 1
         if not self.session_present:
             self._subs = []     # a new session at the broker: none to restore
         self._backoff = 0
@@ -354,8 +373,15 @@ class AsyncMQTTClient:
         then unacked QoS 1 resent; only then is the session up: the app's
         publishes and subscribes wait for that (_until_connected), so none
         overtakes a resend or takes the CONNACK's place."""
-        cfg = self._cfg
         self._close_transport()
+        self._opening += 1
+        try:
+            await self._open_and_restore(resume)
+        finally:
+            self._opening -= 1
+
+    async def _open_and_restore(self, resume):
+        cfg = self._cfg
         self._sock = await self._open_transport()
         self._reset_reader()
         wt, wm, wq, wr = cfg["will"]
@@ -514,7 +540,7 @@ class AsyncMQTTClient:
     def _start_supervisor(self):
         # The flag is raised here, not when the task first runs, so that two
         # tasks noticing the loss in the same tick start one supervisor.
-        if not self._reconnecting and not self._app_closed:
+        if not self._reconnecting and not self._app_closed and not self._opening:
             self._reconnecting = True
             self._sup = asyncio.create_task(self._supervise())
 
@@ -704,6 +730,8 @@ class AsyncMQTTClient:
         self._suback = -1
         done = await self._control(codec.SUBACK, len(topic) + 8, codec.encode_subscribe,
                                    topic, qos)
+        if not done:                    # deferred: the SUBACK is checked when it comes
+            self._late_sub = (self._wait_pid, topic)
         if done and self._suback == 0x80:
             raise MQTTError("subscription to %r refused by the broker" % bytes(topic), 0x80)
         if done and self._suback == 2:
@@ -712,6 +740,17 @@ class AsyncMQTTClient:
             await self._unsubscribe(topic)
             raise MQTTError("broker granted QoS 2 to %r (asked %d): unsubscribed" % (bytes(topic), qos), 2)
         return done
+
+    def _refused_late(self, topic, code):
+        """A deferred SUBACK refused the subscription (0x80) or granted QoS 2:
+        what subscribe() would have raised goes to last_error; the topic is
+        not restored after a reconnect, and a QoS 2 grant is undone."""
+        self._subs = [s for s in self._subs if s[0] != topic]
+        self.last_error = MQTTError("subscription to %r %s" % (
+            bytes(topic), "refused by the broker" if code == 0x80 else "granted QoS 2: unsubscribed"),
+            code)
+        if code == 2:
+            asyncio.create_task(_quietly(self._unsubscribe(topic)))
 
     async def unsubscribe(self, topic):
         """Remove a subscription; True when the UNSUBACK came."""
@@ -755,11 +794,14 @@ class AsyncMQTTClient:
 
     def _new_pid(self):
         pid = self._pid
-        while True:
+        left = 65535
+        while left:
             pid = pid % 65535 + 1          # 1..65535, never 0
             if not self._pending(pid):
                 self._pid = pid
                 return pid
+            left -= 1
+        raise MQTTError("no free packet id: every one is in flight")
 
     def _tx_for(self, size):
         """The transmit buffer, grown once if a packet needs more room.
@@ -1097,6 +1139,11 @@ class AsyncMQTTClient:
                 raise MQTTError("malformed SUBACK return code %d" % s[2])
             if self._acked(codec.SUBACK, pid):
                 self._suback = s[2]
+            late = self._late_sub
+            if late is not None and late[0] == pid:
+                self._late_sub = None
+                if s[2] == 0x80 or s[2] == 2:
+                    self._refused_late(late[1], s[2])
         elif kind == codec.UNSUBACK:
             self._acked(codec.UNSUBACK, pid)
 
@@ -1490,7 +1537,7 @@ def _count(n, most):
     writer out of the packet: the link is not to be trusted (EIO)."""
     if n is None:
         return 0
-    if not 0 <= n <= most:
+    if type(n) is not int or not 0 <= n <= most:
         raise OSError(_EIO, "the transport answered %r for %d bytes" % (n, most))
     return n
 

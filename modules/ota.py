@@ -225,11 +225,19 @@ def _write(p, data):
         f.write(data)
 
 
+def text(s, n=120):
+    """s as printable ASCII, at most n characters: a reason that goes into
+    the state file (JSON escapes a non-ASCII character as up to 12 bytes; a
+    state grown past _STATE_MAX would read as damage)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in str(s)[:n])
+
+
 def save_state(d, st):
     """Both copies, each to a temp file renamed over the copy: the first
     rename is the switch; a cut before the second leaves the first newer,
     which load_state() prefers."""
-    body = json.dumps({k: v for k, v in st.items() if k != "ck"}).encode()
+    st = {k: (text(v) if type(v) is str else v) for k, v in st.items() if k != "ck"}
+    body = json.dumps(st).encode()
     data = body[:-1] + _CK + _ck(body) + b'"}'
     for name, tmp in ((STATE, STATE_TMP), (STATE2, STATE2_TMP)):
         _write(path(d, tmp), data)

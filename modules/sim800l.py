@@ -92,6 +92,8 @@ class SIM800L:
         self._cmd = bytearray(b"AT+CIPSEND=\x00\x00\x00\x00\x00")
         self._busy = False
         self._fetching = False           # an AT+CIPRXGET=2 awaits its one header
+        self._sending = False            # an AT+CIPSEND waits for its data (see _desync)
+        self._owed = 0
         self._seen = 0
         self._abort = 0
         self._expect_cpin = False
@@ -132,8 +134,12 @@ class SIM800L:
 
     # ---- drivers for the generators ----------------------------------------
     def _run(self, g):
-        for _ in g:
-            sleep_ms(self._poll_ms)
+        try:
+            for _ in g:
+                sleep_ms(self._poll_ms)
+        except OSError as e:
+            self._cut(e)
+            raise
 
     async def _arun(self, g):
         while self._busy:                # one AT dialogue at a time across tasks
@@ -142,7 +148,14 @@ class SIM800L:
         try:
             for _ in g:
                 await _asleep_ms(self._poll_ms)
+        except OSError as e:
+            self._cut(e)
+            raise
+        except BaseException:
+            self._desync(errno.ECONNABORTED)    # cancelled in the middle of a command
+            raise
         finally:
+            self._sending = False
             self._busy = False
 
     # ---- the parser ----------------------------------------------------------
@@ -333,9 +346,12 @@ class SIM800L:
         self.at_commands += 1
 
     def _write(self, buf, off, n):
-        """All of buf[off:off+n] to the UART.  A UART that takes nothing (the
-        modem holds CTS, a dead line: MicroPython's write answers None on its
-        own timeout) for the "at" deadline ends in ETIMEDOUT, never a spin."""
+        """All of buf[off:off+n] to the UART within the "at" deadline, counted
+        from the start (a UART that takes nothing or a byte at a time: the
+        modem holds CTS, a dead line; MicroPython's write answers None on its
+        own timeout).  Past it: ETIMEDOUT, and the modem, which may still be
+        owed bytes (the rest of a CIPSEND's data would swallow our next
+        command), gets a full bring-up before anything else."""
         t0 = ticks_ms()
         while n:
             w = self._uart.write(buf, off, n)
@@ -343,9 +359,40 @@ class SIM800L:
                 self.uart_tx += w
                 off += w
                 n -= w
-                t0 = ticks_ms()
-            elif ticks_diff(ticks_ms(), t0) > self.t["at"]:
+            if n and ticks_diff(ticks_ms(), t0) > self.t["at"]:
+                if self._sending:
+                    self._owed = n       # the data still due (a command's own bytes: none)
+                self._desync(errno.ETIMEDOUT)
                 raise OSError(errno.ETIMEDOUT, "UART takes no bytes")
+
+    def _cut(self, e):
+        """A command ended in an error while an AT+CIPSEND still waited for
+        its data (no prompt in time): a late prompt would take our next
+        command as data."""
+        if self._sending:
+            self._desync(e.args[0] if e.args else errno.ETIMEDOUT)
+
+    def _desync(self, err):
+        """The dialogue with the modem was cut in the middle (a write that did
+        not finish, a task cancelled mid-command): what the modem expects next
+        is unknown.  The link is gone and the next use brings the modem up
+        from scratch (AT sync first)."""
+        if self._sending:
+            # An AT+CIPSEND=<n> takes the next n bytes as data, prompt seen
+            # or not (the modem reads them from its UART buffer after its
+            # "> "): pay them, or our next n bytes of commands would go to
+            # the server.  The link is being dropped anyway.
+            self._sending = False
+            pad, n = bytes(16), self._owed
+            while n > 0:
+                k = 16 if n > 16 else n
+                if not self._uart.write(pad, 0, k):
+                    break                # a UART that takes nothing: the bring-up's AT sync
+                n -= k
+        self._needs_start = True
+        self._ctx_up = False
+        self._data_left = 0
+        self._lost(err)
 
     def _waited(self, mask, t0, timeout):
         """Pump; True once a result in `mask` came.  Raises on reboot or deadline."""
@@ -447,8 +494,23 @@ class SIM800L:
 
     # ---- bring-up --------------------------------------------------------------
     def _g_start(self, hard_reset=False):
+        """Bring the modem up; again (3 tries) if it rebooted after the AT sync
+        (a brown-out in the middle: the settings made so far are gone)."""
+        tries = 3
+        while tries:
+            boots = yield from self._g_bringup(hard_reset)
+            if self.reboots == boots:
+                self._needs_start = False
+                return
+            tries -= 1
+            hard_reset = False
+        raise OSError(errno.ECONNRESET, "modem rebooted during bring-up, 3 times")
+
+    def _g_bringup(self, hard_reset):
+        """One bring-up; returns the reboot count seen right after the AT sync."""
         self._needs_start = True
         self._ctx_up = False
+        self._data_left = 0
         self._lost(errno.ECONNRESET)
         if hard_reset and self._reset_pin is not None:
             yield from self._g_pulse(self._reset_pin, 150)     # RESET low >= 105 ms
@@ -466,6 +528,7 @@ class SIM800L:
                     pulsed = True                               # probably off: PWRKEY low ~1 s
                     yield from self._g_pulse(self._pwrkey, 1100)
         yield from self._g_sleep(100)    # let a late duplicate OK or boot URC pass
+        boots = self.reboots
         yield from self._g_ok(b"ATE0\r")
         self._expect_cpin = True
         try:
@@ -473,6 +536,11 @@ class SIM800L:
             while True:
                 text = yield from self._g_poll(b"AT+CPIN?\r", b"+CPIN:", ("READY", "SIM PIN", "SIM PUK"),
                                                self.t["sim"], "SIM")
+                if "NOT READY" in text:      # the SIM is not up yet: ask again
+                    if ticks_diff(ticks_ms(), t0) >= self.t["sim"]:
+                        raise OSError(errno.ETIMEDOUT, "SIM: " + text)
+                    yield from self._g_sleep(500)
+                    continue
                 if "READY" in text:
                     break
                 if "SIM PIN" in text and self._pin:
@@ -491,7 +559,7 @@ class SIM800L:
             else:
                 self.junk += 1           # a mangled reply: the level is not known
         yield from self._g_context()
-        self._needs_start = False
+        return boots
 
     def _g_context(self):
         """GPRS: from any state to IP STATUS with a local address."""
@@ -573,6 +641,9 @@ class SIM800L:
                 yield
         finally:
             self._fetching = False
+            if self._data_left:          # fewer bytes came than the header said: the
+                self._data_left = 0      # count must not eat the modem's next replies
+                self._lost(errno.EIO)
         if self._seen & _ERROR:
             self._modem_avail = 0
             if not closed:
@@ -593,19 +664,25 @@ class SIM800L:
             d //= 10
         c[i] = 13
         self._send(c, i + 1)
+        self._sending = True             # until the data is out (see _desync)
+        self._owed = n
         # One deadline for the whole command: the prompt, the data, the confirmation.
         # A CLOSED before the prompt does not end the wait: the modem answers
         # ERROR, or prompts and then takes n bytes whatever we send next.
+        # (No try block here: it would grow every send's generator object;
+        # a wait that raises with _sending still up is handled by _run/_arun.)
         t0, timeout = ticks_ms(), self.t["send"]
         while not self._waited(_PROMPT | _ERROR, t0, timeout):
             yield
         if self._seen & _ERROR:
+            self._sending = False
             self._lost(errno.ENOTCONN)
             raise OSError(errno.ENOTCONN)
-        self._write(buf, off, n)
+        self._write(buf, off, n)         # (ETIMEDOUT: _desync pays what is still owed)
+        self._sending = False
         while not self._waited(_ACCEPT | _SEND_OK | _SEND_FAIL | _ERROR, t0, timeout):
-            if self._peer_closed:        # CLOSED instead of DATA ACCEPT: say so now; the
-                raise OSError(errno.ECONNRESET)   # modem is fine, only the link is gone
+            if self._peer_closed or not self._linked:   # CLOSED or +PDP: DEACT instead of
+                raise OSError(self._link_err or errno.ECONNRESET)  # DATA ACCEPT: say so now
             yield
         if self._seen & (_SEND_FAIL | _ERROR):
             self._lost(errno.ECONNRESET)

@@ -24,6 +24,7 @@ class Device:
     """on_message(topic, msg): the app's messages (views valid during the call)."""
     version: int
     failure: str | None
+    stopping: bool
     def __init__(self, conf: dict[str, Any], agent: Agent, client: AsyncMQTTClient) -> None: ...
     def healthy(self) -> None:
         """This version works: a new version must say so within health_ms."""
