@@ -33,3 +33,5 @@ distclean: clean  ## remove build outputs and every cache
 -include emulator/emulator.mk
 -include bench/bench.mk
 -include mip/mip.mk
+# Long randomized runs of the client against its model: fuzz.
+-include tests/fuzz.mk

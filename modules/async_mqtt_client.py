@@ -408,17 +408,22 @@ class AsyncMQTTClient:
             if self.session_present and cfg["clean_session"]:
                 raise MQTTError("malformed CONNACK: a session present for a clean session "
                                 "(MQTT-3.2.2-1)")
+            late, self._late_sub = self._late_sub, None
             if resume:
-                if not self.session_present:
-                    for topic, qos in self._subs:
-                        try:
-                            await self._subscribe(topic, qos)
-                        except MQTTError as e:
-                            if e.code is None:
-                                raise
-                            # Granted before, refused now (the broker's ACL
-                            # changed): keep the session, tell the app.
-                            self.last_error = e
+                # All of them for a new session; for a kept one, the one
+                # whose SUBACK never came (its SUBSCRIBE may have died with
+                # the link: the broker would not have it).
+                todo = self._subs if not self.session_present else \
+                    [s for s in self._subs if late is not None and s[0] == late[1]]
+                for topic, qos in todo:
+                    try:
+                        await self._subscribe(topic, qos)
+                    except MQTTError as e:
+                        if e.code is None:
+                            raise
+                        # Granted before, refused now (the broker's ACL
+                        # changed): keep the session, tell the app.
+                        self.last_error = e
             await self._resend_inflight()   # unacked QoS 1 is never lost, connect() or not
             self._up = True
         except BaseException:

@@ -93,7 +93,7 @@ class SIM800L:
         self._busy = False
         self._fetching = False           # an AT+CIPRXGET=2 awaits its one header
         self._sending = False            # an AT+CIPSEND waits for its data (see _desync)
-        self._owed = 0
+        self._owed = 0                   # data bytes an AT+CIPSEND still waits for (see _desync)
         self._seen = 0
         self._abort = 0
         self._expect_cpin = False
@@ -337,29 +337,35 @@ class SIM800L:
         self._last_poll = ticks_ms()
 
     # ---- commands ------------------------------------------------------------
-    def _send(self, cmd, n, want=None):
+    def _send(self, cmd, n, want=None, timeout=None):
+        if self._owed:
+            self._pay()                  # else the modem takes this command as data
         self._seen = 0
         self._abort = 0
         self._want = want
         self._info_n = 0
-        self._write(cmd, 0, n)
+        self._write(cmd, 0, n, timeout)
         self.at_commands += 1
 
-    def _write(self, buf, off, n):
-        """All of buf[off:off+n] to the UART within the "at" deadline, counted
-        from the start (a UART that takes nothing or a byte at a time: the
-        modem holds CTS, a dead line; MicroPython's write answers None on its
-        own timeout).  Past it: ETIMEDOUT, and the modem, which may still be
-        owed bytes (the rest of a CIPSEND's data would swallow our next
-        command), gets a full bring-up before anything else."""
+    def _write(self, buf, off, n, timeout=None):
+        """All of buf[off:off+n] to the UART within the command's deadline
+        (timeout, else "at"), counted from the start (a UART that takes
+        nothing or a byte at a time: the modem holds CTS, a dead line;
+        MicroPython's write answers None on its own timeout).  Past it:
+        ETIMEDOUT, and the modem, which may still be owed bytes (the rest of
+        a CIPSEND's data would swallow our next command), gets a full
+        bring-up before anything else.  It does not yield: a generator per
+        write would cost heap on every AT round trip (a UART that stalls
+        holds the loop up to the deadline)."""
         t0 = ticks_ms()
+        limit = timeout or self.t["at"]
         while n:
             w = self._uart.write(buf, off, n)
             if w:
                 self.uart_tx += w
                 off += w
                 n -= w
-            if n and ticks_diff(ticks_ms(), t0) > self.t["at"]:
+            if n and ticks_diff(ticks_ms(), t0) > limit:
                 if self._sending:
                     self._owed = n       # the data still due (a command's own bytes: none)
                 self._desync(errno.ETIMEDOUT)
@@ -372,6 +378,16 @@ class SIM800L:
         if self._sending:
             self._desync(e.args[0] if e.args else errno.ETIMEDOUT)
 
+    def _pay(self):
+        """Write the data bytes still owed to a cut AT+CIPSEND (0xFF)."""
+        pad = b"\xff\xff\xff\xff\xff\xff\xff\xff"
+        while self._owed > 0:
+            k = 8 if self._owed > 8 else self._owed
+            w = self._uart.write(pad, 0, k)
+            if not w:
+                return                   # paid before the next command
+            self._owed -= w
+
     def _desync(self, err):
         """The dialogue with the modem was cut in the middle (a write that did
         not finish, a task cancelled mid-command): what the modem expects next
@@ -380,15 +396,14 @@ class SIM800L:
         if self._sending:
             # An AT+CIPSEND=<n> takes the next n bytes as data, prompt seen
             # or not (the modem reads them from its UART buffer after its
-            # "> "): pay them, or our next n bytes of commands would go to
-            # the server.  The link is being dropped anyway.
+            # "> "), so our next commands would go to the server.  ESC cancels
+            # only the Ctrl-Z form of AT+CIPSEND (manual), not this one: pay
+            # the bytes, as 0xFF, which as the start of a packet is MQTT's
+            # reserved type 15 (a broker drops the link rather than deliver
+            # it).  What the UART will not take now is paid before the next
+            # command.  The link is dropped either way.
             self._sending = False
-            pad, n = bytes(16), self._owed
-            while n > 0:
-                k = 16 if n > 16 else n
-                if not self._uart.write(pad, 0, k):
-                    break                # a UART that takes nothing: the bring-up's AT sync
-                n -= k
+            self._pay()
         self._needs_start = True
         self._ctx_up = False
         self._data_left = 0
@@ -417,7 +432,7 @@ class SIM800L:
         return self._seen
 
     def _g_cmd(self, cmd, mask=_FINAL, timeout=None, want=None):
-        self._send(cmd, len(cmd), want)
+        self._send(cmd, len(cmd), want, timeout)
         return (yield from self._g_wait(mask, timeout or self.t["at"]))
 
     def _g_ok(self, cmd, timeout=None, what=None):
@@ -543,7 +558,7 @@ class SIM800L:
                     continue
                 if "READY" in text:
                     break
-                if "SIM PIN" in text and self._pin:
+                if "SIM PIN" in text and "PH_SIM" not in text and self._pin:   # (PH_SIM PIN: the phone's lock, not ours)
                     yield from self._g_ok(b'AT+CPIN="' + str(self._pin).encode() + b'"\r', what="AT+CPIN")
                     continue
                 raise OSError(errno.EACCES, "SIM locked: " + text)
@@ -663,7 +678,7 @@ class SIM800L:
             i += 1
             d //= 10
         c[i] = 13
-        self._send(c, i + 1)
+        self._send(c, i + 1, None, self.t["send"])
         self._sending = True             # until the data is out (see _desync)
         self._owed = n
         # One deadline for the whole command: the prompt, the data, the confirmation.
@@ -676,10 +691,12 @@ class SIM800L:
             yield
         if self._seen & _ERROR:
             self._sending = False
+            self._owed = 0               # refused: the modem waits for no data
             self._lost(errno.ENOTCONN)
             raise OSError(errno.ENOTCONN)
-        self._write(buf, off, n)         # (ETIMEDOUT: _desync pays what is still owed)
+        self._write(buf, off, n, timeout)    # (ETIMEDOUT: _desync pays what is still owed)
         self._sending = False
+        self._owed = 0
         while not self._waited(_ACCEPT | _SEND_OK | _SEND_FAIL | _ERROR, t0, timeout):
             if self._peer_closed or not self._linked:   # CLOSED or +PDP: DEACT instead of
                 raise OSError(self._link_err or errno.ECONNRESET)  # DATA ACCEPT: say so now

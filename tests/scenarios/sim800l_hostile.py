@@ -28,10 +28,10 @@ class Watched(SIM800L):
         self.worst_cmd = ""
         self.pump_max = 0
 
-    def _send(self, cmd, n, want=None):
+    def _send(self, cmd, n, want=None, timeout=None):
         self.sent_at = ticks_ms()
         self.cmd = bytes(cmd[:n])
-        SIM800L._send(self, cmd, n, want)
+        SIM800L._send(self, cmd, n, want, timeout)
 
     def _waited(self, mask, t0, timeout):
         try:
