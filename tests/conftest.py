@@ -130,6 +130,23 @@ def run_scenario(start_scenario):
     return run
 
 
+@pytest.fixture
+def hostile():
+    """hostile(scripts, **kw) -> a started HostileBroker (tests/hostile_broker.py:
+    a scripted server for attacks a real broker cannot make), stopped after
+    the test."""
+    from hostile_broker import HostileBroker
+    made = []
+
+    def make(scripts, **kw):
+        hb = HostileBroker(scripts, **kw).start()
+        made.append(hb)
+        return hb
+    yield make
+    for hb in made:
+        hb.stop()
+
+
 RUNNING_BROKERS = []
 
 

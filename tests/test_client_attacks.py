@@ -17,26 +17,12 @@ import time
 import paho.mqtt.client as paho
 import pytest
 
-from hostile_broker import (CONNECT, PUBACK, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, HostileBroker,
+from hostile_broker import (CONNECT, PUBACK, PUBLISH, SUBSCRIBE, UNSUBSCRIBE,
                             call, close, connack, expect, publish, puback, send, serve, stall,
                             suback)
 
 # The heartbeat ticks every 20 ms: its longest gap.
 GAP_MS = {"cpython": 250, "micropython": 500}
-
-
-@pytest.fixture
-def hostile():
-    """hostile(scripts, **kw) -> a started HostileBroker, stopped after the test."""
-    made = []
-
-    def make(scripts, **kw):
-        hb = HostileBroker(scripts, **kw).start()
-        made.append(hb)
-        return hb
-    yield make
-    for hb in made:
-        hb.stop()
 
 
 def trickle(data, piece, interval):

@@ -15,26 +15,12 @@ import paho.mqtt.publish as paho_publish
 import pytest
 
 from hostile_broker import (CONNECT, PINGREQ, PUBACK, PUBLISH, SUBSCRIBE, UNSUBSCRIBE,
-                            HostileBroker, close, close_mid, connack, connect_packet, expect,
+                            close, close_mid, connack, connect_packet, expect,
                             flood, publish, publish_header, puback, send, serve, stall, suback)
 
 # Liveness bounds: the heartbeat ticks every 20 ms; one check_msg() call.
 GAP_MS = {"cpython": 250, "micropython": 500}
 CALL_MS = {"cpython": 200, "micropython": 400}
-
-
-@pytest.fixture
-def hostile():
-    """hostile(scripts, **kw) -> a started HostileBroker, stopped after the test."""
-    made = []
-
-    def make(scripts, **kw):
-        hb = HostileBroker(scripts, **kw).start()
-        made.append(hb)
-        return hb
-    yield make
-    for hb in made:
-        hb.stop()
 
 
 def pattern(n):       # the same as client_hostile.pattern

@@ -12,6 +12,7 @@
 #   tests/scenarios/attacks_modem_runner.py`, params in SCENARIO_PARAMS, cwd =
 #   the device's filesystem): app_runner.run(), the whole main.py of a board;
 #   with p["enospc"] (CPython) every file written raises ENOSPC (a full flash).
+from heartbeat import Heartbeat
 import sys
 
 if sys.implementation.name == "micropython" and __name__ == "__main__":
@@ -147,30 +148,6 @@ class FakeModem:
         return table.get(c, b"\r\nOK\r\n")
 
 
-class Heartbeat:
-    """A task that ticks every 10 ms; `gap` is the longest time it did not run."""
-
-    def __init__(self):
-        self.gap, self.run, self.last = 0, True, ticks_ms()
-        self.task = asyncio.create_task(self._beat())
-
-    def _note(self):
-        now = ticks_ms()
-        if ticks_diff(now, self.last) > self.gap:
-            self.gap = ticks_diff(now, self.last)
-        self.last = now
-
-    async def _beat(self):
-        while self.run:
-            await asleep_ms(10)
-            self._note()
-
-    async def stop(self):
-        self._note()
-        self.run = False
-        await self.task
-
-
 def outcome(e):
     """What an exception says: ["OSError", errno, text] (any OSError, CPython's
     TimeoutError too), else [type name, None, text]."""
@@ -276,7 +253,7 @@ async def uart_write_stall(p):
         m, s = await connected(fm, timeouts={"send": 1000, "at": 3000})
     else:
         m = modem(fm, timeouts={"sync": 1000, "at": 3000, "sim": 1000, "reg": 1000})
-    beat = Heartbeat()
+    beat = Heartbeat(10)
     await asleep_ms(30)
     every = {"dead": 0, "dribble": 700, "dribble_data": 150}[case]
     fm.write_limit = Stalled(fm, every, case == "dribble_data", p.get("guard_ms", 4000))
@@ -290,7 +267,7 @@ async def uart_write_stall(p):
     except Exception as e:  # noqa: B902
         res = outcome(e)
     took = ticks_diff(ticks_ms(), t0)
-    await beat.stop()
+    beat.stop()
     return {"result": res, "ms": took, "gap": beat.gap}
 
 
@@ -347,7 +324,7 @@ async def write_stall_mid_data(p):
     900 ms (longer than the send deadline, 600 ms), then works again."""
     fm = FakeModem()
     m, s = await connected(fm, timeouts={"at": 300, "rx": 300, "send": 600, "sync": 1500})
-    beat = Heartbeat()
+    beat = Heartbeat(10)
     st = {"taken": 0, "until": None}
 
     def limit(n):
@@ -375,7 +352,7 @@ async def write_stall_mid_data(p):
     mark = len(fm.commands)
     await reconnect_and_talk(m, fm, out)
     out["commands_after"] = [c.decode() for c in fm.commands[mark:]]
-    await beat.stop()
+    beat.stop()
     out["gap"] = beat.gap
     return report(fm, out)
 
@@ -474,7 +451,7 @@ async def pdp_deact_mid_send(p):
     fm = FakeModem()
     m, s = await connected(fm, timeouts={"send": 1500, "at": 500})
     fm.accept = lambda n: b"\r\n+PDP: DEACT\r\n"     # the data taken, then the context goes
-    beat = Heartbeat()
+    beat = Heartbeat(10)
     out = {}
     t0 = ticks_ms()
     try:
@@ -484,7 +461,7 @@ async def pdp_deact_mid_send(p):
     out["ms"] = ticks_diff(ticks_ms(), t0)
     fm.accept = None
     await reconnect_and_talk(m, fm, out, tries=1)
-    await beat.stop()
+    beat.stop()
     out["gap"] = beat.gap
     return report(fm, out)
 

@@ -3,6 +3,7 @@
 # MicroPython by tests/test_client_attacks.py.  Each returns what it saw (a
 # dict); the test decides.  A heartbeat task runs in every scenario that
 # could hang or starve the loop, and every wait is bounded.
+from heartbeat import Heartbeat
 import array
 import asyncio
 import sys
@@ -21,37 +22,6 @@ else:
 
     def ticks_diff(a, b):
         return a - b
-
-
-class Heartbeat:
-    """Wakes every period_ms; stop() returns the longest gap (a loop blocked
-    right now counts too)."""
-
-    def __init__(self, period_ms=20):
-        self.period = period_ms
-        self.max_gap = 0
-        self.running = True
-        self.last = ticks_ms()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self):
-        self.last = ticks_ms()
-        while self.running:
-            await asyncio.sleep(self.period / 1000)
-            self._beat()
-
-    def _beat(self):
-        now = ticks_ms()
-        gap = ticks_diff(now, self.last)
-        self.last = now
-        if gap > self.max_gap:
-            self.max_gap = gap
-
-    def stop(self):
-        self._beat()
-        self.running = False
-        self.task.cancel()
-        return self.max_gap
 
 
 def err(e):

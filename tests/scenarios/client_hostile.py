@@ -2,6 +2,7 @@
 # peer, and careless callers.  Runs under CPython and MicroPython.  Each
 # scenario returns what it saw (a dict); the test decides.  A heartbeat task
 # runs wherever the loop could be starved: its longest gap is returned.
+from heartbeat import Heartbeat
 import asyncio
 import sys
 
@@ -71,40 +72,6 @@ def cfg(p, **kw):
     c = {"client_id": b"hostile", "server": "127.0.0.1", "port": p["port"], "keepalive": 0}
     c.update(kw)
     return c
-
-
-class Heartbeat:
-    """A task that wakes every period_ms; stop() returns the longest gap
-    between two wake-ups (and since the last one: a loop blocked right now
-    counts too)."""
-
-    def __init__(self, period_ms=20):
-        self.period = period_ms
-        self.max_gap = 0
-        self.beats = 0
-        self.running = True
-        self.last = ticks_ms()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self):
-        self.last = ticks_ms()
-        while self.running:
-            await asyncio.sleep(self.period / 1000)
-            self._beat()
-
-    def _beat(self):
-        now = ticks_ms()
-        gap = ticks_diff(now, self.last)
-        self.last = now
-        if gap > self.max_gap:
-            self.max_gap = gap
-        self.beats += 1
-
-    def stop(self):
-        self._beat()
-        self.running = False
-        self.task.cancel()
-        return self.max_gap
 
 
 async def _await(f):

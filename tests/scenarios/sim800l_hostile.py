@@ -5,8 +5,8 @@
 # What is checked everywhere here: only OSError with an errno leaves the
 # driver; no AT command runs past its deadline (measured from the moment the
 # command was sent, by `Watched`); other tasks keep running (`Heartbeat`).
+from heartbeat import Heartbeat
 import errno
-import asyncio
 
 from mpcompat import asleep_ms, ticks_diff, ticks_ms
 from sim800l import SIM800L
@@ -49,32 +49,6 @@ class Watched(SIM800L):
             self.pump_max = self.uart_rx - before
 
 
-class Heartbeat:
-    """A task that ticks every 10 ms; `gap` is the longest time it did not
-    run, up to stop() (a heartbeat that never ran at all has a gap too)."""
-
-    def __init__(self):
-        self.gap, self.run, self.beats, self.last = 0, True, 0, ticks_ms()
-        self.task = asyncio.create_task(self._beat())
-
-    def _note(self):
-        now = ticks_ms()
-        if ticks_diff(now, self.last) > self.gap:
-            self.gap = ticks_diff(now, self.last)
-        self.last = now
-
-    async def _beat(self):
-        while self.run:
-            await asleep_ms(10)
-            self._note()
-            self.beats += 1
-
-    async def stop(self):
-        self._note()
-        self.run = False
-        await self.task
-
-
 def errno_of(e):
     """The errno an OSError carries, else None (a broken transport contract)."""
     if isinstance(e, OSError) and e.args and isinstance(e.args[0], int):
@@ -104,7 +78,7 @@ async def bring_up(p):
     CONNECT and a PINGREQ through the link.  Each attempt: [exception type
     or "ok", errno, ms]."""
     modem = watched_modem(p)
-    beat = Heartbeat()
+    beat = Heartbeat(10)
     attempts, out = [], {}
     for _ in range(p.get("tries", 3)):
         t0 = ticks_ms()
@@ -124,7 +98,7 @@ async def bring_up(p):
             await c.call("close")
         except Exception as e:  # noqa: B902
             out["connect_error"] = [kind(e), errno_of(e)]
-    await beat.stop()
+    beat.stop()
     return watch_report(modem, beat, out)
 
 
@@ -154,7 +128,7 @@ async def firehose(p):
     and a heartbeat task in the same loop must keep running (async flavour)."""
     uart = Firehose(p["flood_ms"])
     modem = Watched(uart, timeouts=timeouts(p))
-    beat = Heartbeat()
+    beat = Heartbeat(10)
     t0 = ticks_ms()
     try:
         if p["flavour"] == "async":
@@ -165,7 +139,7 @@ async def firehose(p):
     except Exception as e:  # noqa: B902
         exc = [kind(e), errno_of(e)]
     ms = ticks_diff(ticks_ms(), t0)
-    await beat.stop()
+    beat.stop()
     return watch_report(modem, beat, {"exc": exc, "ms": ms, "noise": uart.sent})
 
 
@@ -348,10 +322,10 @@ async def soak(p):
     random faults, junk among them.  Returns what was received, the errnos,
     what escaped, what was corrupted, the worst overrun and heartbeat gap."""
     modem = watched_modem(p)
-    beat = Heartbeat()
+    beat = Heartbeat(10)
     s = Soak(p)
     ms = await s.run(modem)
-    await beat.stop()
+    beat.stop()
     return watch_report(modem, beat, {
         "received": s.received, "errors": s.errors, "escaped": s.escaped,
         "corrupted": s.corrupted, "stalls": s.stalls, "starts": s.starts, "ms": ms,
