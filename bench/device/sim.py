@@ -55,7 +55,8 @@ class Cost:
 
 async def call(r):
     # async readinto answers a plain None (no awaitable) when nothing waits
-    return (await r) if ASYNC and r is not None else r
+    # (or a plain int when the bytes were at hand)
+    return (await r) if ASYNC and r is not None and type(r) is not int else r
 
 
 class Ours:
