@@ -15,13 +15,12 @@ ota/s/#; the reset stand-in ends the process and the Supervisor starts it
 again, as tests/test_runner_hardening.py does.
 """
 import errno
-import json
 import os
 
 import pytest
 
-from conftest import ROOT, SCENARIOS, interpreter_command
-from test_ota_rig import Device, Rig, app_source, ota_push
+from conftest import ROOT
+from test_ota_rig import RunDevice as SharedRunDevice, app_source, keys, rig  # noqa: F401 (fixtures)
 
 import sys
 sys.path.insert(0, os.path.join(ROOT, "modules"))
@@ -189,32 +188,9 @@ FAST_RUN = {"backoff_ms": 100, "backoff_max_ms": 400, "reset_after": 1000}
 INTERPS = ["micropython", "cpython"]
 
 
-@pytest.fixture
-def keys(tmp_path):
-    return ota_push.keygen(str(tmp_path / "keys.json"))
-
-
-@pytest.fixture
-def rig(tmp_path, broker, keys):
-    r = Rig(tmp_path, broker, keys)
-    yield r
-    r.close()
-
-
-class RunDevice(Device):
-    """A device whose process is app_runner.run() (this file's scenario as main.py)."""
-
-    def start(self, cut=None):
-        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "modules"), PYTHONUNBUFFERED="1",
-                   SCENARIO_PARAMS=json.dumps(self.params))
-        cmd = interpreter_command(self.interp) + [os.path.join(SCENARIOS, "attacks_modem_runner.py")]
-        import subprocess
-        with open(self.log_path, "ab") as log:
-            log.write(b"---- boot %d\n" % (self.boots + 1))
-            log.flush()
-            self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.boots += 1
-        return self
+class RunDevice(SharedRunDevice):
+    """app_runner.run() with this file's scenario as main.py."""
+    script = "attacks_modem_runner.py"
 
 
 def device(rig, interp, apps, state, **conf):

@@ -11,19 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from test_ota_rig import Rig, app_source, ota_push, raw_push, refusal, still_on
-
-
-@pytest.fixture
-def keys(tmp_path):
-    return ota_push.keygen(str(tmp_path / "keys.json"))
-
-
-@pytest.fixture
-def rig(tmp_path, broker, keys):
-    r = Rig(tmp_path, broker, keys)
-    yield r
-    r.close()
+from test_ota_rig import app_source, keys, ota_push, raw_push, refusal, rig, still_on  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("interp", ["micropython", "cpython"])

@@ -15,6 +15,7 @@ import time
 import uuid
 
 import paho.mqtt.client as paho
+import pytest
 
 from conftest import ROOT, SCENARIOS, interpreter_command
 
@@ -354,3 +355,33 @@ class Proxy:
     def close(self):
         self.cut()
         self.ls.close()
+
+
+# ---- shared by the OTA test files ----------------------------------------------
+@pytest.fixture
+def keys(tmp_path):
+    return ota_push.keygen(str(tmp_path / "keys.json"))
+
+
+@pytest.fixture
+def rig(tmp_path, broker, keys):
+    r = Rig(tmp_path, broker, keys)
+    yield r
+    r.close()
+
+
+class RunDevice(Device):
+    """A device whose process is app_runner.run(), as a board's main.py: the
+    scenario file `script` (in tests/scenarios) is that main.py."""
+    script = "runner_hardening.py"
+
+    def start(self, cut=None):
+        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "modules"), PYTHONUNBUFFERED="1",
+                   SCENARIO_PARAMS=json.dumps(self.params))
+        cmd = interpreter_command(self.interp) + [os.path.join(SCENARIOS, self.script)]
+        with open(self.log_path, "ab") as log:
+            log.write(b"---- boot %d\n" % (self.boots + 1))
+            log.flush()
+            self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.boots += 1
+        return self

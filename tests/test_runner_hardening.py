@@ -12,12 +12,10 @@ Defect 10: a damaged ota-state.json (truncated, a flipped bit, empty, junk)
 never lowers the replay floor or deletes the last good app; a power cut at
 any step of saving the state leaves a readable state.
 """
-import json
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,41 +24,14 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as hst
 
-from conftest import ROOT, SCENARIOS, interpreter_command
-from test_ota_rig import Device, Rig, app_source, ota_push, raw_push, refusal
+from conftest import ROOT
+from test_ota_rig import RunDevice, app_source, keys, raw_push, refusal, rig  # noqa: F401 (fixtures)
 
 sys.path.insert(0, os.path.join(ROOT, "modules"))
 import ota  # noqa: E402 -- the module itself, for the in-process property test
 
 # Fast backoff for tests; reset_after high unless a test wants the reset.
 FAST_RUN = {"backoff_ms": 100, "backoff_max_ms": 400, "reset_after": 1000}
-
-
-@pytest.fixture
-def keys(tmp_path):
-    return ota_push.keygen(str(tmp_path / "keys.json"))
-
-
-@pytest.fixture
-def rig(tmp_path, broker, keys):
-    r = Rig(tmp_path, broker, keys)
-    yield r
-    r.close()
-
-
-class RunDevice(Device):
-    """A device whose process is app_runner.run(), as a board's main.py."""
-
-    def start(self, cut=None):
-        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "modules"), PYTHONUNBUFFERED="1",
-                   SCENARIO_PARAMS=json.dumps(self.params))
-        cmd = interpreter_command(self.interp) + [os.path.join(SCENARIOS, "runner_hardening.py")]
-        with open(self.log_path, "ab") as log:
-            log.write(b"---- boot %d\n" % (self.boots + 1))
-            log.flush()
-            self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.boots += 1
-        return self
 
 
 def run_device(rig, interp, port=None, **conf):
