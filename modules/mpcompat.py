@@ -15,6 +15,12 @@ except ImportError:             # CPython
         _time.sleep(ms / 1000)
 
 try:
+    from micropython import const
+except ImportError:             # CPython: const() is MicroPython's compile-time constant
+    def const(x):
+        return x
+
+try:
     import asyncio
 except ImportError:             # MicroPython before 1.21
     import uasyncio as asyncio

@@ -41,15 +41,27 @@ CONNACK_REASONS = (
 )
 
 
-class MQTTError(Exception):
-    """A protocol-level failure: refusal, malformed packet, timeout.
+# Bits of a packet's first byte (MQTT 3.1.1, 2.2): the type in the high
+# nibble, a PUBLISH's flags in the low one.
+TYPE_BITS = const(0xF0)
+RETAIN_BIT = const(0x01)
+QOS_BITS = const(0x06)     # QoS 1 is 0x02, QoS 2 is 0x04 (0x06: QoS 3, malformed)
+DUP_BIT = const(0x08)
 
-    `code` is the CONNACK return code for refusals, else None.
-    """
+
+class MQTTError(Exception):
+    """A protocol-level failure: malformed packet, no reply in time, a
+    broken promise of the server.  `code` is None, except in MQTTRefused."""
 
     def __init__(self, message, code=None):
         super().__init__(message)
         self.code = code
+
+
+class MQTTRefused(MQTTError):
+    """The server said no: a CONNACK return code (1-5: `code`), a
+    subscription refused (0x80) or granted a QoS this client cannot take (2).
+    Unlike a broken link, trying again on a new link will not help."""
 
 
 # A tuple written inside isinstance() would be built (allocated) per call.
