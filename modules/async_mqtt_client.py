@@ -50,7 +50,8 @@ readinto, write and close are awaited, except that readinto may answer a
 plain None (not an awaitable) when nothing is buffered, so an idle
 check_msg() allocates nothing (an awaitable that evaluates to None works
 too, at the cost of a coroutine per poll), or a plain int when the bytes
-were at hand.  An awaitable readinto returns must read only when awaited:
+were at hand; write may likewise answer a plain int (bytes taken at once)
+or None (none now: tried again shortly).  An awaitable readinto returns must read only when awaited:
 the client may drop one it never started.  A task cancelled in the middle
 of a read or a write drops the link (part of a packet may have gone).  Native sockets (sock_cls=None) are MicroPython's
 `socket` (which has this shape) or CPython's, adapted below.
@@ -70,6 +71,15 @@ the event loop; every drained QoS 1 message is acked with its own id;
 arguments are checked before any state changes; topic caches are keyed on
 immutable bytes only.  After disconnect() the client stays down until
 connect()/reconnect().
+
+Errors: MQTTRefused (a subclass of MQTTError, `code` set) when the server
+says no (CONNACK return code, SUBACK 0x80 or a QoS 2 grant): never retried.
+OSError when the link breaks; MQTTError when the server breaks the protocol
+or does not answer in time.  With reconnect on, the last two renew the
+link (mqtt_supervisor._link_lost decides) and are kept in last_error.
+
+Where things live: see the class docstring below (one base class per
+concern) and docs/architecture.md.
 """
 import mqtt_codec as codec
 from mpcompat import const, ticks_ms, asleep_ms as _sleep_ms
@@ -107,7 +117,8 @@ class AsyncMQTTClient(MQTTSupervisor):
     # ---- the session ------------------------------------------------------
 
     async def connect(self, sock_cls=None, async_sock=False, clean_session=None):
-        """Open the transport and the MQTT session; raises MQTTError on refusal."""
+        """Open the transport and the MQTT session; raises MQTTRefused (an
+        MQTTError) when the server refuses, OSError when the link fails."""
         if self._cfg["ssl"] and sock_cls is not None:
             raise ValueError("ssl works with the native socket only (sock_cls=None)")
         if sock_cls is not None and not (callable(sock_cls) and hasattr(sock_cls, "getaddrinfo")):
@@ -182,7 +193,19 @@ class AsyncMQTTClient(MQTTSupervisor):
                             "read (check_msg) or wait before publishing more" % self.inflight)
         if len(topic) + len(msg) > codec.MAX_REMAINING - 4:
             raise ValueError("message too large for MQTT (268,435,455 bytes with its topic)")
-        if self._async or not self._up:
+        if not self._up:
+            return self._publish_slow(topic, msg, retain, qos)
+        if self._async:
+            # Async transport: a QoS 0 publish the transport takes at once
+            # (a plain int answer) costs no coroutine either; else the
+            # awaited way, from the encoding on (nothing was sent).
+            if not qos and not self._io_busy and self._plain_writes:
+                try:
+                    if self._write_now(self._encode_publish(topic, msg, retain, 0, 0),
+                                       self._enc_len):
+                        return DONE
+                except OSError as e:
+                    self._link_lost(e)  # raises unless reconnecting
             return self._publish_slow(topic, msg, retain, qos)
         # Sync transport: encode and write right here, so only a QoS 1 ack
         # wait costs a coroutine.
@@ -232,7 +255,7 @@ class AsyncMQTTClient(MQTTSupervisor):
         return len(self._inflight) + (1 if self._slot_pid else 0)
 
     async def subscribe(self, topic, qos=0):
-        """Subscribe to a topic filter; raises MQTTError if the broker refuses."""
+        """Subscribe to a topic filter; raises MQTTRefused if the broker refuses."""
         topic = bytes(to_bytes(topic, "topic"))     # a copy: kept to re-subscribe
         codec.check_topic(topic, True)
         check_qos(qos)
@@ -308,24 +331,47 @@ class AsyncMQTTClient(MQTTSupervisor):
         return self._meta
 
     def _poll_async(self):
-        """check_msg() on an async transport.  Its readinto answers a plain
-        None when nothing waits, so an idle poll makes no coroutine; bytes it
-        had at hand (a plain int) are taken now; a read to await goes on in
-        _check_async."""
+        """check_msg() on an async transport, as far as it goes without an
+        await: readinto answers a plain None when nothing waits and a plain
+        int for bytes it had at hand, so an idle poll, and a message that
+        was at hand, cost no coroutine.  The first awaitable (a read to
+        wait for, a PUBACK or PINGREQ the transport did not take at once)
+        goes on in _check_async."""
         try:
             self._check_alive()
-            if self._io_busy or not self._want():
+            if self._io_busy:
                 return self._check_async(None, self._ping_due())
-            r = self._sock.readinto(self._view, self._need)
-            if r is None:
-                return self._check_async(None, True) if self._ping_due() else DONE
-            if type(r) is int:
+            if self._ack_pending and not self._ack_now():
+                return self._check_async(None, False)
+            budget = _READS_PER_CALL
+            while not self._unread and self._want():
+                r = self._sock.readinto(self._view, self._need)
+                if r is None:
+                    break
+                if type(r) is not int:
+                    return self._check_async(r, False)
                 self._took(r)
-                r = None
+                if self._ack_pending and not self._ack_now():
+                    return self._check_async(None, False)
+                budget -= 1
+                if not budget:
+                    break
+            if self._ping_due():
+                if not (self._plain_writes and self._write_now(self._pingbuf, 2)):
+                    return self._check_async(None, True)
         except (OSError, MQTTError) as e:
             self._link_lost(e)
             return DONE
-        return self._check_async(r, False)
+        if self._unread:
+            return self._meta_ready()
+        return DONE
+
+    def _ack_now(self):
+        """The pending PUBACK, if the transport takes it at once."""
+        if self._plain_writes and self._write_now(self._ackbuf, 4):
+            self._ack_pending = False
+            return True
+        return False
 
     async def _check_async(self, pending, ping):
         # The I/O lock is taken here, when the coroutine runs, not in

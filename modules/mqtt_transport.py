@@ -80,11 +80,13 @@ class MQTTTransport:
         self._async = False          # the transport's methods are awaited
         self._sock_cls = None        # None: the native socket
         self._io_busy = False        # async flavour: one reader/writer at a time
+        self._plain_writes = True    # async flavour: write() may answer a plain int (_write_now)
         # Link activity, for keepalive (mqtt_session): any byte in, any packet out.
         self._last_tx = self._last_rx = ticks_ms()
 
     async def _open_transport(self):
         cfg = self._cfg
+        self._plain_writes = True
         host, port = cfg["server"], cfg["port"]
         cls = self._sock_cls
         self._poller = None
@@ -173,6 +175,27 @@ class MQTTTransport:
                 else:
                     sleep_ms(1)
         self._last_tx = ticks_ms()
+
+    def _write_now(self, buf, n):
+        """Async flavour, without yielding (so without the I/O lock): True
+        when the transport took all of buf[0:n] at once (a plain int n).
+        False when it took nothing: None or 0, or an awaitable, which is
+        dropped unstarted (the contract: it writes only when awaited) and
+        the transport not asked this way again (_plain_writes): the caller
+        goes the awaited way instead.  A plain int short of n would leave
+        part of a packet that only an await could finish: EIO."""
+        w = self._sock.write(buf, n)
+        if w is None or w == 0:
+            return False
+        if type(w) is int:
+            if w == n:
+                self._last_tx = ticks_ms()
+                return True
+            raise OSError(EIO, "an async transport's plain answer to write() must be all or "
+                               "nothing: %r of %d" % (w, n))
+        discard(w)
+        self._plain_writes = False
+        return False
 
     async def _write_async(self, buf, n):
         sock = self._sock

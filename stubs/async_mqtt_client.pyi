@@ -1,9 +1,9 @@
 """Allocation-free async MQTT 3.1.1 client (see the module's docstring and README.md)."""
 from typing import Any, Awaitable, Callable, Union
 
-from mqtt_codec import MQTTError as MQTTError
+from mqtt_codec import MQTTError as MQTTError, MQTTRefused as MQTTRefused
 
-__all__ = ("AsyncMQTTClient", "MQTTError")
+__all__ = ("AsyncMQTTClient", "MQTTError", "MQTTRefused")
 
 _Buffer = Union[bytes, bytearray, memoryview]
 _Topic = Union[bytes, bytearray, memoryview, str]
@@ -32,7 +32,7 @@ class AsyncMQTTClient:
     async def connect(self, sock_cls: type[Any] | None = None, async_sock: bool = False,
                       clean_session: bool | None = None) -> None:
         """Open the transport (the native socket, or sock_cls) and the session;
-        MQTTError on refusal."""
+        MQTTRefused (an MQTTError) on refusal."""
     async def disconnect(self) -> None: ...
     def isconnected(self) -> bool: ...
     async def reconnect(self, attempts: int = 0) -> None:
@@ -42,7 +42,7 @@ class AsyncMQTTClient:
         """Await it.  QoS 1: True once the PUBACK came, False if the ack was
         deferred; MQTTError without one within timeout_ms.  QoS 0: None."""
     async def subscribe(self, topic: _Topic, qos: int = 0) -> bool:
-        """True once the SUBACK came (False: deferred); MQTTError if refused."""
+        """True once the SUBACK came (False: deferred); MQTTRefused if refused."""
     async def unsubscribe(self, topic: _Topic) -> bool: ...
     def check_msg(self) -> Awaitable[memoryview | None]:
         """Await it: [topic_len, end] when a message is in the buffer, else None."""

@@ -18,12 +18,21 @@ DISCONNECT: Final[int]
 MAX_REMAINING: Final[int]
 CONNACK_REASONS: Final[tuple[str, ...]]
 
+TYPE_BITS: Final[int]
+RETAIN_BIT: Final[int]
+QOS_BITS: Final[int]
+DUP_BIT: Final[int]
+
 class MQTTError(Exception):
-    """A protocol-level failure: refusal, malformed packet, timeout.
-    `code` is the CONNACK return code for refusals, else None."""
+    """A protocol-level failure: malformed packet, no reply in time, a broken
+    promise of the server.  `code` is None, except in MQTTRefused."""
 
     code: int | None
     def __init__(self, message: str, code: int | None = None) -> None: ...
+
+class MQTTRefused(MQTTError):
+    """The server said no: a CONNACK return code (1-5), a subscription
+    refused (0x80) or granted QoS 2 (2); `code` says which."""
 
 def to_bytes(value: _Buffer | str, what: str) -> _Buffer:
     """Topics, payloads, ids and passwords as bytes (str is encoded)."""

@@ -79,6 +79,27 @@ def test_connack_refusals_name_the_reason(interp, run_scenario, tmp_path):
     assert ok == "connected"
 
 
+def test_a_refusal_is_told_apart_from_a_broken_link(interp, run_scenario, tmp_path, hostile):
+    """MQTTRefused (a subclass of MQTTError: `except MQTTError` still catches
+    it) for what the server refuses; OSError for a link that cannot be had."""
+    from broker import Broker, free_port
+    from hostile_broker import CONNECT, SUBSCRIBE, connack, expect, send, serve, suback
+    b = Broker(str(tmp_path / "auth"), users={"alice": "secret"}).start()
+    refusing = hostile([[expect(CONNECT), send(connack()),
+                         expect(SUBSCRIBE), send(lambda c: suback(c.last.pid, 0x80)),
+                         expect(SUBSCRIBE), send(lambda c: suback(c.last.pid, 0)), serve()]])
+    try:
+        out = run_scenario(interp, "client_basic", "error_kinds", port=b.port, tag=interp,
+                           refusing_port=refusing.port, dead_port=free_port())
+    finally:
+        b.stop()
+        refusing.stop()
+    assert out["connack"] == ["MQTTRefused", True, True, 5], out
+    assert out["suback"] == ["MQTTRefused", True, True, 0x80, True], out
+    assert out["after"] is True, out
+    assert out["dead"][0] == "OSError" and out["dead"][2] is False, out
+
+
 def _tls_broker(tmp_path):
     import subprocess
     from broker import Broker, free_port

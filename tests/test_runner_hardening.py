@@ -148,7 +148,7 @@ def test_refused_ota_subscription_is_retried_with_backoff_until_granted(rig, int
         assert d.proc.poll() is None, "run() ended:\n" + d.log()[-3000:]
         # 100 ms doubling to 400 ms, plus jitter and the connects: a handful, not a busy loop
         assert 2 <= relay.refusals <= 12, (relay.refusals, d.log()[-3000:])
-        assert "MQTTError: subscription to b'ota/d/" in d.log()
+        assert "MQTTRefused: subscription to b'ota/d/" in d.log()
         assert not rig.watch.of(d.id), "an app ran while the device could not be updated"
         relay.refuse = False                             # the broker's ACL fixed
         assert rig.running(d, 1, timeout=10), d.log()[-3000:]

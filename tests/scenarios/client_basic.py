@@ -217,6 +217,46 @@ async def refused(p):
     return "connected"
 
 
+async def error_kinds(p):
+    """A refusal (MQTTRefused, an MQTTError) apart from a broken link: a wrong
+    password at CONNACK, a subscription refused (SUBACK 0x80), and a server
+    that is not there (OSError, never a refusal)."""
+    from async_mqtt_client import MQTTRefused
+
+    def kind(e):    # (CPython names the OSError: ConnectionRefusedError)
+        return ["OSError" if isinstance(e, OSError) else type(e).__name__,
+                isinstance(e, MQTTError), isinstance(e, MQTTRefused), getattr(e, "code", None)]
+    out = {}
+    client = AsyncMQTTClient(config(p, client_id=b"ek1-" + tag(p), user=b"alice",
+                                    password=b"wrong"), memoryview(bytearray(64)))
+    try:
+        await client.connect()
+        out["connack"] = "connected"
+    except MQTTError as e:
+        out["connack"] = kind(e)
+    # mosquitto grants every subscription (its acl_file filters deliveries
+    # only), so the SUBACK 0x80 comes from the scripted broker
+    client = AsyncMQTTClient(config(p, client_id=b"ek2-" + tag(p), port=p["refusing_port"]),
+                             memoryview(bytearray(64)))
+    await client.connect()
+    try:
+        await client.subscribe(b"forbidden/" + tag(p))
+        out["suback"] = "granted"
+    except MQTTError as e:
+        out["suback"] = kind(e) + [client.isconnected()]
+    out["after"] = await client.subscribe(b"allowed/" + tag(p))    # the session goes on
+    await client.disconnect()
+    # a broken link: the server's port closes under a connect()
+    client = AsyncMQTTClient(config(p, client_id=b"ek3-" + tag(p), port=p["dead_port"]),
+                             memoryview(bytearray(64)))
+    try:
+        await client.connect()
+        out["dead"] = "connected"
+    except Exception as e:  # noqa: B902 -- what it is, is the point
+        out["dead"] = kind(e)
+    return out
+
+
 async def tls_roundtrip(p):
     """TLS to mosquitto's TLS listener, server certificate verified."""
     client = AsyncMQTTClient(config(p, client_id=b"tls-" + tag(p), ssl={"cafile": p["cafile"]}),
