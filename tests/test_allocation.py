@@ -26,3 +26,14 @@ def test_idle_poll_qos0_publish_and_keepalive_allocate_nothing(run_scenario, own
     assert r == [True, None, 0]
     # the keepalive ran inside the locked window: PINGREQs went out and were answered
     assert own_broker.log().count("Received PINGREQ from lock-lk") >= 2
+
+
+def test_an_async_transport_answering_plain_values_costs_no_more_than_a_sync_one(run_scenario, broker):
+    """async_sock=True over a transport whose readinto/write answer plain
+    values (the SIM800L driver's async flavour does): the round stays within
+    the sync flavour's bound (one coroutine per delivered message)."""
+    r = run_scenario("micropython", "client_alloc", "seed_loop_async_plain", port=broker.port,
+                     tag="ap")
+    print("heap per round, async transport with plain answers:", r)
+    assert r["rounds"] == 1000
+    assert r["per_round"] <= BOUND_PER_ROUND, r

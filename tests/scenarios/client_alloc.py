@@ -81,3 +81,66 @@ async def idle_polls_locked(p):
         micropython.heap_unlock()
     await client.disconnect()
     return [n > 1000, r, client.disconnects]
+
+
+class PlainAsyncSocket:
+    """An async_sock=True transport over MicroPython's socket whose readinto
+    and write answer plain values (None, or an int: all of it), as the
+    contract allows: the client should then need no coroutine per publish
+    or per poll, only one per delivered message."""
+
+    @staticmethod
+    async def getaddrinfo(host, port):
+        import socket
+        return socket.getaddrinfo(host, port)
+
+    def __init__(self):
+        import socket
+        self.s = socket.socket()
+
+    async def connect(self, addr):
+        self.s.connect(addr)
+
+    def setblocking(self, flag):
+        self.s.setblocking(flag)
+
+    def readinto(self, buf, n):
+        return self.s.readinto(buf, n)
+
+    def write(self, buf, n):
+        return self.s.write(buf, n)
+
+    async def close(self):
+        self.s.close()
+
+
+async def seed_loop_async_plain(p):
+    """seed_loop through PlainAsyncSocket (async_sock=True)."""
+    rounds = p.get("rounds", 1000)
+    client = AsyncMQTTClient(config(p, client_id=b"allocp-" + p["tag"].encode()),
+                             memoryview(bytearray(128)))
+    await client.connect(sock_cls=PlainAsyncSocket, async_sock=True)
+    topic = b"allocp/" + p["tag"].encode()
+    payload = bytes(range(64))
+    await client.subscribe(topic)
+
+    async def run(n):
+        i = 0
+        while i < n:
+            await client.publish(topic, payload)
+            while not await client.check_msg():
+                await sleep0(0)
+            if client._meta[1] - client._meta[0] != 64:
+                raise AssertionError("wrong message length")
+            client.mark_read()
+            i += 1
+
+    await run(50)
+    gc.collect()
+    gc.disable()
+    before = mem()
+    await run(rounds)
+    used = mem() - before
+    gc.enable()
+    await client.disconnect()
+    return {"rounds": rounds, "bytes": used, "per_round": used / rounds}
