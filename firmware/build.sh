@@ -32,11 +32,11 @@ need make "apt-get install build-essential"
 need sha256sum "apt-get install coreutils"
 need flock "apt-get install util-linux"
 
-# Content key of the product part: board folder, top-level manifest, modules/.
+# Content key of the product part: board folder, top-level and component manifests, modules/.
 product_key() {
     { (cd "$board_dir" && find . -type f | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done)
       cat manifest.py
-      find modules -type f -name '*.py' | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done
+      find manifests modules -type f -name '*.py' | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done
       cat firmware/build.sh firmware/common.sh; } | sha256sum | cut -c1-16
 }
 
@@ -177,6 +177,9 @@ build_rp2() {
             -DMICROPY_LIB_DIR="$(empty_lib)" -Dpicotool_DIR="$picotool_dir" >>"$log" 2>&1 \
             || log_fail "$log" "cmake could not configure the rp2 build"
         echo "$conf" > "$work/configured"
+        # makemanifest.py regenerates frozen_content.c only when a frozen file is
+        # newer than it: a manifest change alone (a module dropped, reordered) would be missed.
+        rm -f "$b/frozen_content.c"
         "${genv[@]}" make -C "$b" -j"$JOBS" >>"$log" 2>&1 || log_fail "$log" "the rp2 build failed"
         [ -f "$b/firmware.uf2" ] || log_fail "$log" "the build made no firmware.uf2 (picotool not used?)"
         echo "$key" > "$work/key"

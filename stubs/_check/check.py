@@ -35,10 +35,12 @@ def die(msg):
 
 
 def frozen_module_names():
+    """What the top-level manifest.py freezes (the mip package's modules), as
+    mip/build.py lists it: evaluated by MicroPython's tools/manifestfile.py."""
     spec = importlib.util.spec_from_file_location("mip_build", os.path.join(ROOT, "mip", "build.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return [t[:-3].replace("/", ".") for _, t in mod.frozen_modules()]
+    return sorted(f.target_path[:-3].replace("/", ".") for f in mod.frozen_modules())
 
 
 def typeshed_with_micropython():
