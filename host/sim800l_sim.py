@@ -104,6 +104,16 @@ def crlf(line):
     return b"\r\n" + line + b"\r\n"
 
 
+def accepts(*forms):
+    """An AT_COMMANDS handler for a setting the simulator takes and ignores:
+    OK when the rest of the command is one of `forms` (b"=": any value)."""
+    def handler(sim, rest, arg):
+        if rest in forms or (b"=" in forms and rest.startswith(b"=")):
+            return sim._ok()
+        return sim._error()
+    return handler
+
+
 class Fault:
     def __init__(self, kind, on, nth, arg):
         self.kind, self.on, self.left, self.arg = kind, on, nth, arg
@@ -602,94 +612,131 @@ class Sim800L:
             else:
                 self._apply(fault.kind, fault.arg)
 
-    def _dispatch(self, up, line):
-        arg = line[line.index(b"=") + 1:] if b"=" in line else b""
-        body = up[2:]
-        ok = lambda *info: self._reply(*(info + (b"OK",)))
-        if body in (b"", b"&W", b"+CIURC=0", b"+CBATCHK=1", b"+IFC=0,0") or body.startswith(
-                (b"+IPR=", b"+CMEE=", b"+CFUN=")):
-            return ok()
-        if body in (b"E0", b"E1"):
-            self.echo = body == b"E1"
-            return ok()
-        if body == b"I":
-            return ok(b"SIM800 R14.18")
-        if body == b"+CPIN?":
-            if self.sim == "NOT INSERTED":
-                return self._reply(b"+CME ERROR: 10")
-            return ok(b"+CPIN: " + self.sim.encode())
-        if body == b"+CSQ":
-            return ok(b"+CSQ: %d,%d" % self.csq)
-        if body in (b"+CREG?", b"+CGREG?"):
-            stat = self.registration
-            if (time.monotonic() - self.boot_time) * 1000 < self.reg_delay_ms:
-                stat = 2                      # not registered, searching
-            return ok(body[:-1] + b": 0,%d" % stat)
-        if body == b"+CGATT?":
-            return ok(b"+CGATT: %d" % (1 if self.registration in (1, 5) else 0))
-        if body.startswith(b"+CGATT="):
-            return ok()
-        if body == b"+CIPSHUT":
-            self._drop_remote("IP INITIAL")
-            self.state = "IP INITIAL"
-            return self._reply(b"SHUT OK")
-        if body.startswith(b"+CIPMUX="):
-            # Manual: only in IP INITIAL.  Only single-connection mode is simulated.
-            if self.state != "IP INITIAL" or arg.strip() != b"0":
-                return self._reply(b"ERROR")
-            return ok()
-        if body.startswith(b"+CIPQSEND="):
-            self.qsend = int(arg)
-            return ok()
-        if body.startswith(b"+CIPRXGET"):
-            return self._ciprxget(body, arg)
-        if body.startswith(b"+CSTT"):
-            if self.state != "IP INITIAL":
-                return self._reply(b"ERROR")
-            parts = [p.strip().strip(b'"') for p in arg.split(b",")] if arg else [b"CMNET"]
-            self.apn = parts[0]
-            self.state = "IP START"
-            return ok()
-        if body == b"+CIICR":
-            if self.state != "IP START" or (self.expect_apn is not None and
-                                            self.apn != self.expect_apn.encode()):
-                return self._reply(b"ERROR")
-            self.state = "IP GPRSACT"
-            return ok()
-        if body == b"+CIFSR":
-            if self.state not in CTX_STATES:
-                return self._reply(b"ERROR")
-            if self.state == "IP GPRSACT":
-                self.state = "IP STATUS"
-            return self._emit(crlf(self._info(LOCAL_IP)))   # manual: no OK after the address
-        if body == b"+CIPSTATUS":
-            return self._reply(b"OK", b"STATE: " + self.state.encode())
-        if body.startswith(b"+CIPSTART="):
-            return self._cipstart(line[len(b"AT+CIPSTART="):])
-        if body == b"+CIPSEND?":
-            return ok(b"+CIPSEND: %d" % SEND_MAX)
-        if body.startswith(b"+CIPSEND"):
-            return self._cipsend(arg)
-        if body.startswith(b"+CIPCLOSE"):
-            if self.state not in ("CONNECT OK", "TCP CONNECTING"):
-                return self._reply(b"ERROR")
-            self._drop_remote("IP CLOSE")
-            return self._reply(b"CLOSE OK")
-        if body == b"+CIPACK":
-            return ok(b"+CIPACK: %d,%d,0" % (self.tcp_up, self.tcp_up))
-        if body.startswith(b"+CDNSGIP="):
-            if self.state not in CTX_STATES:
-                return self._reply(b"ERROR")
-            host = arg.strip().strip(b'"')
-            ok()
-            ip = self._resolve(host.decode())
-            if ip is None:
-                return self._urc(b"+CDNSGIP: 0,8")
-            return self._urc(b'+CDNSGIP: 1,"%s","%s"' % (host, ip.encode()))
+    # ---- the AT commands: one handler each, found through AT_COMMANDS ----------
+    # A handler is called as handler(self, rest, arg): `rest` is what follows
+    # the command's name in the upper-cased line (b"" for AT+CSQ, b"?", b"=?",
+    # b"=<args>", or a basic command's value: b"0" of ATE0), `arg` what
+    # follows the first "=" as typed (b"" when there is none).  A handler
+    # answers ERROR itself for the forms it does not support.
+    def _ok(self, *info):
+        return self._reply(*info, b"OK")
+
+    def _error(self):
         return self._reply(b"ERROR")
 
-    def _ciprxget(self, body, arg):
-        if body == b"+CIPRXGET?":
+    def _at(self, rest, arg):
+        return self._error() if rest else self._ok()
+
+    def _at_e(self, rest, arg):
+        if rest not in (b"0", b"1"):
+            return self._error()
+        self.echo = rest == b"1"
+        return self._ok()
+
+    def _at_i(self, rest, arg):
+        return self._error() if rest else self._ok(b"SIM800 R14.18")
+
+    def _at_cpin(self, rest, arg):
+        if rest != b"?":
+            return self._error()
+        if self.sim == "NOT INSERTED":
+            return self._reply(b"+CME ERROR: 10")
+        return self._ok(b"+CPIN: " + self.sim.encode())
+
+    def _at_csq(self, rest, arg):
+        return self._error() if rest else self._ok(b"+CSQ: %d,%d" % self.csq)
+
+    def _at_creg(self, rest, arg, name=b"+CREG"):
+        if rest != b"?":
+            return self._error()
+        stat = self.registration
+        if (time.monotonic() - self.boot_time) * 1000 < self.reg_delay_ms:
+            stat = 2                      # not registered, searching
+        return self._ok(name + b": 0,%d" % stat)
+
+    def _at_cgreg(self, rest, arg):
+        return self._at_creg(rest, arg, b"+CGREG")
+
+    def _at_cgatt(self, rest, arg):
+        if rest == b"?":
+            return self._ok(b"+CGATT: %d" % (1 if self.registration in (1, 5) else 0))
+        return self._ok() if rest.startswith(b"=") else self._error()
+
+    def _at_cipshut(self, rest, arg):
+        if rest:
+            return self._error()
+        self._drop_remote("IP INITIAL")
+        self.state = "IP INITIAL"
+        return self._reply(b"SHUT OK")
+
+    def _at_cipmux(self, rest, arg):
+        # Manual: only in IP INITIAL.  Only single-connection mode is simulated.
+        if not rest.startswith(b"=") or self.state != "IP INITIAL" or arg.strip() != b"0":
+            return self._error()
+        return self._ok()
+
+    def _at_cipqsend(self, rest, arg):
+        if not rest.startswith(b"="):
+            return self._error()
+        self.qsend = int(arg)
+        return self._ok()
+
+    def _at_cstt(self, rest, arg):       # any form sets the APN (AT+CSTT alone: CMNET)
+        if self.state != "IP INITIAL":
+            return self._error()
+        parts = [p.strip().strip(b'"') for p in arg.split(b",")] if arg else [b"CMNET"]
+        self.apn = parts[0]
+        self.state = "IP START"
+        return self._ok()
+
+    def _at_ciicr(self, rest, arg):
+        if rest or self.state != "IP START" or (self.expect_apn is not None and
+                                                self.apn != self.expect_apn.encode()):
+            return self._error()
+        self.state = "IP GPRSACT"
+        return self._ok()
+
+    def _at_cifsr(self, rest, arg):
+        if rest or self.state not in CTX_STATES:
+            return self._error()
+        if self.state == "IP GPRSACT":
+            self.state = "IP STATUS"
+        return self._emit(crlf(self._info(LOCAL_IP)))   # manual: no OK after the address
+
+    def _at_cipstatus(self, rest, arg):
+        if rest:
+            return self._error()
+        return self._reply(b"OK", b"STATE: " + self.state.encode())
+
+    def _at_cipstart(self, rest, arg):
+        return self._cipstart(arg) if rest.startswith(b"=") else self._error()
+
+    def _at_cipsend(self, rest, arg):    # any form but "?" opens the prompt
+        if rest == b"?":
+            return self._ok(b"+CIPSEND: %d" % SEND_MAX)
+        return self._cipsend(arg)
+
+    def _at_cipclose(self, rest, arg):   # any form
+        if self.state not in ("CONNECT OK", "TCP CONNECTING"):
+            return self._error()
+        self._drop_remote("IP CLOSE")
+        return self._reply(b"CLOSE OK")
+
+    def _at_cipack(self, rest, arg):
+        return self._error() if rest else self._ok(b"+CIPACK: %d,%d,0" % (self.tcp_up, self.tcp_up))
+
+    def _at_cdnsgip(self, rest, arg):
+        if not rest.startswith(b"=") or self.state not in CTX_STATES:
+            return self._error()
+        host = arg.strip().strip(b'"')
+        self._ok()
+        ip = self._resolve(host.decode())
+        if ip is None:
+            return self._urc(b"+CDNSGIP: 0,8")
+        return self._urc(b'+CDNSGIP: 1,"%s","%s"' % (host, ip.encode()))
+
+    def _ciprxget(self, rest, arg):
+        if rest == b"?":
             return self._reply(b"+CIPRXGET: %d" % self.rxget, b"OK")
         nums = [int(x) for x in arg.split(b",") if x.strip()]
         mode = nums[0] if nums else -1
@@ -713,6 +760,56 @@ class Sim800L:
             self._window()
             return
         return self._reply(b"ERROR")
+
+    # Name after "AT" -> handler.  How to add a command, and the lookup order
+    # (longest name first): _dispatch's docstring, just below.
+    AT_COMMANDS = {
+        b"": _at,                        # AT, and every unknown command: ERROR
+        b"E": _at_e,                     # ATE0 / ATE1
+        b"I": _at_i,
+        b"&W": accepts(b""),
+        b"+IPR": accepts(b"="),
+        b"+IFC": accepts(b"=0,0"),
+        b"+CMEE": accepts(b"="),
+        b"+CFUN": accepts(b"="),
+        b"+CIURC": accepts(b"=0"),
+        b"+CBATCHK": accepts(b"=1"),
+        b"+CPIN": _at_cpin,
+        b"+CSQ": _at_csq,
+        b"+CREG": _at_creg,
+        b"+CGREG": _at_cgreg,
+        b"+CGATT": _at_cgatt,
+        b"+CIPSHUT": _at_cipshut,
+        b"+CIPMUX": _at_cipmux,
+        b"+CIPQSEND": _at_cipqsend,
+        b"+CIPRXGET": _ciprxget,
+        b"+CSTT": _at_cstt,
+        b"+CIICR": _at_ciicr,
+        b"+CIFSR": _at_cifsr,
+        b"+CIPSTATUS": _at_cipstatus,
+        b"+CIPSTART": _at_cipstart,
+        b"+CIPSEND": _at_cipsend,
+        b"+CIPCLOSE": _at_cipclose,
+        b"+CIPACK": _at_cipack,
+        b"+CDNSGIP": _at_cdnsgip,
+    }
+
+    def _dispatch(self, up, line):
+        """Answer the command line `line` (`up`: upper-cased) from AT_COMMANDS.
+
+        To add a command, write a handler above and give it a row: the name
+        as it follows "AT" (b"+CSQ", b"E", b"&W"), upper case, without "=" or
+        "?"; accepts(forms) makes one for a setting that is only acknowledged.
+        Lookup: the LONGEST name the line begins with (after "AT") wins, so a
+        name that extends another (a future b"+CIPSENDHEX" next to
+        b"+CIPSEND") gets its own handler, and basic commands carry their
+        value (ATE0: name b"E", rest b"0").  The empty name matches every
+        line: it answers plain AT, and ERROR to whatever nothing else claims.
+        """
+        body = up[2:]
+        name = next(body[:n] for n in range(len(body), -1, -1) if body[:n] in self.AT_COMMANDS)
+        arg = line[line.index(b"=") + 1:] if b"=" in line else b""
+        return self.AT_COMMANDS[name](self, body[len(name):], arg)
 
     def _resolve(self, host):
         if host in self.dns:
