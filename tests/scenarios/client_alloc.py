@@ -6,6 +6,7 @@ import sys
 
 from async_mqtt_client import AsyncMQTTClient
 from client_basic import config
+from client_hostile import AsyncSock
 
 MICROPYTHON = sys.implementation.name == "micropython"
 sleep0 = asyncio.sleep_ms if MICROPYTHON else asyncio.sleep
@@ -83,35 +84,17 @@ async def idle_polls_locked(p):
     return [n > 1000, r, client.disconnects]
 
 
-class PlainAsyncSocket:
-    """An async_sock=True transport over MicroPython's socket whose readinto
-    and write answer plain values (None, or an int: all of it), as the
-    contract allows: the client should then need no coroutine per publish
-    or per poll, only one per delivered message."""
-
-    @staticmethod
-    async def getaddrinfo(host, port):
-        import socket
-        return socket.getaddrinfo(host, port)
-
-    def __init__(self):
-        import socket
-        self.s = socket.socket()
-
-    async def connect(self, addr):
-        self.s.connect(addr)
-
-    def setblocking(self, flag):
-        self.s.setblocking(flag)
+class PlainAsyncSocket(AsyncSock):
+    """client_hostile's async transport, but readinto and write answer plain
+    values (None, or an int: all of it), as the contract allows: the client
+    should then need no coroutine per publish or per poll, only one per
+    delivered message."""
 
     def readinto(self, buf, n):
         return self.s.readinto(buf, n)
 
     def write(self, buf, n):
         return self.s.write(buf, n)
-
-    async def close(self):
-        self.s.close()
 
 
 async def seed_loop_async_plain(p):
