@@ -177,9 +177,11 @@ build_rp2() {
             -DMICROPY_LIB_DIR="$(empty_lib)" -Dpicotool_DIR="$picotool_dir" >>"$log" 2>&1 \
             || log_fail "$log" "cmake could not configure the rp2 build"
         echo "$conf" > "$work/configured"
-        # makemanifest.py regenerates frozen_content.c only when a frozen file is
-        # newer than it: a manifest change alone (a module dropped, reordered) would be missed.
-        rm -f "$b/frozen_content.c"
+        # makemanifest.py recompiles a frozen module, and regenerates
+        # frozen_content.c, only when a source is newer than its output: a
+        # manifest change alone (a module dropped, reordered), or an older file
+        # from another checkout sharing this cache, would be missed.
+        rm -rf "$b/frozen_content.c" "$b/frozen_mpy"
         "${genv[@]}" make -C "$b" -j"$JOBS" >>"$log" 2>&1 || log_fail "$log" "the rp2 build failed"
         [ -f "$b/firmware.uf2" ] || log_fail "$log" "the build made no firmware.uf2 (picotool not used?)"
         echo "$key" > "$work/key"

@@ -65,9 +65,12 @@ start=$(date +%s)
 say "building mpy-cross from $src (log: $log)"
 run make -C "$src/mpy-cross" -j"$JOBS" BUILD="$work/mpy-cross-build"
 say "building the unix port with manifest.py frozen in"
-# makemanifest.py regenerates frozen_content.c only when a frozen file is newer
-# than it: a manifest change alone (a module dropped, reordered) would be missed.
-rm -f "$work/unix-build/frozen_content.c"
+# makemanifest.py recompiles a frozen module, and regenerates frozen_content.c,
+# only when a source file is newer than its output: a manifest change alone (a
+# module dropped, reordered) would be missed, and so would an older file from
+# another checkout sharing this cache (a worktree of an older commit).  The
+# frozen part is small (~1 s): rebuild it every time the key changed.
+rm -rf "$work/unix-build/frozen_content.c" "$work/unix-build/frozen_mpy"
 run make -C "$src/ports/unix" -j"$JOBS" BUILD="$work/unix-build" \
     MICROPY_MPYCROSS="$work/mpy-cross-build/mpy-cross" MICROPY_MPYCROSS_DEPENDENCY="$work/mpy-cross-build/mpy-cross" \
     FROZEN_MANIFEST="$top/tools/unix-manifest.py" MPY_LIB_DIR="$work/empty-lib" \
