@@ -210,6 +210,14 @@ def test_power_down_and_warning(interp, run_scenario, sim, broker):
     assert out["errors"][0] == errno.ECONNRESET
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_write_bigger_than_max_send_is_taken_whole(interp, flavour, run_scenario, sim, broker):
+    """max_send 40, an 86-byte PUBLISH: write() answers 86 (all or nothing:
+    the client needs a whole packet taken), sent as AT+CIPSEND=40, 40, 6."""
+    out = run_scenario(interp, "sim800l_mqtt", "big_write", **params(sim, broker, flavour, max_send=40))
+    assert out["taken"] == out["len"] and out["sends"] == 3 and out["intact"], out
+
+
 def test_parser_allocates_nothing(interp, run_scenario):
     out = run_scenario(interp, "sim800l_mqtt", "parser_heap")
     assert out["n"] == 200 and out["ok"] and out["warnings"] == 1 and out["rings"] == 1

@@ -69,8 +69,11 @@ def test_soak_500_random_faults(start_scenario, broker, tmp_path):
 def test_cost_per_publish_and_receive_round(interp, flavour, run_scenario, sim, broker):  # noqa: F811
     """64-byte QoS 0 publish to our own subscription, through the client: two AT
     round trips (AT+CIPSEND, AT+CIPRXGET=2) and a fixed number of UART bytes per
-    round.  On MicroPython the driver allocates one generator per AT round trip
-    (the parser and the copies allocate nothing: test_parser_allocates_nothing)."""
+    round.  On MicroPython the driver allocates nothing per round in either
+    flavour (sim800l_mqtt.socket_heap runs rounds with the heap locked); what is
+    left is the client's (one small coroutine per delivered message): at most
+    128 B per round on the 64-bit unix port (the Pico's goal, 128 B on 32 bits,
+    is looser)."""
     out = run_scenario(interp, "sim800l_client", "heap", **params(sim, broker, flavour))
     topic_len = len(params(sim, broker, flavour)["topic"])
     pkt = 2 + 2 + topic_len + 64                     # the PUBLISH on the wire
@@ -80,5 +83,22 @@ def test_cost_per_publish_and_receive_round(interp, flavour, run_scenario, sim, 
         "uart_rx": len(b"\r\n> \r\nDATA ACCEPT:%d\r\n\r\n+CIPRXGET: 1\r\n" % pkt) +
         len(b"\r\n+CIPRXGET: 2,%d,0\r\n" % pkt) + pkt + len(b"\r\nOK\r\n")}
     print("\n%s/%s per round: %s, heap %s B" % (interp, flavour, out["per_round"], out["heap_per_round"]))
-    if interp == "micropython" and flavour == "sync":
-        assert out["heap_per_round"] <= 640, out
+    if interp == "micropython":
+        assert out["heap_per_round"] <= 128, out
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_driver_allocates_nothing_per_round(interp, flavour, run_scenario, sim, broker):  # noqa: F811
+    """The same round through the modem socket alone (a hand-built PUBLISH):
+    on MicroPython, rounds run with the heap locked (a non-blocking async
+    write and readinto are plain methods; the AT round trips are state
+    machines, not generators or coroutines)."""
+    out = run_scenario(interp, "sim800l_mqtt", "socket_heap", **params(sim, broker, flavour))
+    print("\n%s/%s socket round: heap %s B, %d rounds with the heap locked" % (
+        interp, flavour, out["heap_per_round"], out["locked_rounds"]))
+    assert out["error"] is None, out["error"]
+    if interp == "micropython":
+        # Steady state: nothing (the locked rounds).  Under a loaded machine
+        # one run in ~6 saw one small object (< 64 B) in its 30 measured
+        # rounds, cause not found yet: bounded here, not hidden.
+        assert out["locked_rounds"] == 10 and out["heap_total"] < 64, out

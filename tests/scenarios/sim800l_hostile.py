@@ -167,9 +167,8 @@ class Link:
         soak, t0 = self.soak, ticks_ms()
         try:
             r = getattr(self.s, name)(*args)
-            if r is not None and type(r) is not int:   # async readinto: a plain None when
-                # nothing waits, a plain int when the bytes were at hand
-                r = await r
+            if r is not None and type(r) is not int:   # connect, close: awaitables;
+                r = await r                  # readinto and write: an int or None
             return r
         except OSError as e:
             if errno_of(e) is None:
@@ -227,6 +226,7 @@ class Soak:
         info = await S.getaddrinfo(self.p["host"], self.p["port"])
         link = Link(self, S())
         await link.call("connect", info[0][-1])
+        link.s.setblocking(False)        # as the client does: write answers an int or None
         await link.send(connect_pkt(b"hs-" + self.topic[-10:]))    # unique: soaks run side by side
         kind, body = await link.packet()
         if (kind, body) != (0x20, b"\x00\x00"):

@@ -6,6 +6,7 @@ import errno
 import asyncio
 from sim800l import SIM800L
 from sim800l_uart import tcp_uart
+from mpcompat import asleep_ms
 
 try:
     from time import ticks_ms, ticks_diff, sleep_ms
@@ -64,7 +65,7 @@ class Conn:
 
     async def call(self, name, *args):
         r = getattr(self.s, name)(*args)
-        if self.a and r is not None and type(r) is not int:   # async readinto: a plain None
+        if self.a and r is not None and type(r) is not int:   # readinto, write: a plain None
             # when nothing waits, a plain int when the bytes were at hand
             r = await r
         return r
@@ -108,6 +109,13 @@ class Conn:
         return head[0], (await self.read_exact(length)) if length else b""
 
 
+async def sent(modem):
+    """Until the modem confirmed what the socket took (DATA ACCEPT): a
+    non-blocking async write returns once its AT+CIPSEND is under way."""
+    while modem._op:
+        await nap()
+
+
 async def open_mqtt(modem, p, is_async, cid):
     S = modem.socket_class(async_=is_async)
     info = S.getaddrinfo(p["host"], p["port"])
@@ -142,7 +150,7 @@ def timeouts(p):
 async def make_modem(p):
     uart = tcp_uart("127.0.0.1", p["uart_port"])
     return SIM800L(uart, apn=p.get("apn", "internet"), timeouts=timeouts(p),
-                   rx_poll_ms=p.get("rx_poll_ms", 1000))
+                   rx_poll_ms=p.get("rx_poll_ms", 1000), max_send=p.get("max_send", 1460))
 
 
 async def session(p):
@@ -163,6 +171,7 @@ async def session(p):
     pkt = publish_pkt(topic, payload_for(0))
     s0 = modem.stats()
     await c.send(pkt)
+    await sent(modem)
     s1 = modem.stats()
     out["echo0"] = await c.packet()
     s2 = modem.stats()
@@ -306,3 +315,113 @@ async def parser_heap(p):
             micropython.heap_unlock()
     return {"n": n, "ok": bytes(out[:n]) == block, "seen": m._seen, "r": r,
             "warnings": m.warnings, "rings": m.rings, "locked": locked}
+
+
+async def socket_heap(p):
+    """Heap per 64-byte QoS 0 publish + receive round through the modem
+    socket alone (a hand-built packet, preallocated buffers), and rounds
+    run with the heap locked (MicroPython: the driver allocates nothing)."""
+    import gc
+    is_async = p["flavour"] == "async"
+    modem = await make_modem(p)
+    if is_async:
+        await modem.start()
+    else:
+        modem.start_blocking()
+    topic = p["topic"].encode()
+    c = await open_mqtt(modem, p, is_async, b"sh-" + p["flavour"].encode())
+    await c.send(subscribe_pkt(1, topic, 0))
+    while (await c.packet())[0] != 0x90:
+        pass
+    s = c.s
+    pkt = publish_pkt(topic, payload_for(0))
+    n = len(pkt)
+    buf = bytearray(n)
+    mp = sys.implementation.name == "micropython"
+    if mp:
+        import micropython
+    got = [0, None]                      # rounds done, a MemoryError's traceback
+
+    async def rounds(k, lock):
+        # Plain loops (no coroutine per round): with the heap locked, only
+        # the driver (and asyncio.sleep_ms(0)) run here.
+        i = 0
+        while i < k:
+            if lock:
+                micropython.heap_lock()
+            try:
+                while True:              # the packet is taken whole (< max_send) or not yet
+                    w = s.write(pkt, n)
+                    if w is not None:
+                        break
+                    await asleep_ms(0)
+                while True:              # and comes back whole: one AT+CIPRXGET=2
+                    r = s.readinto(buf, n)
+                    if r is not None:
+                        break
+                    await asleep_ms(0)
+            except MemoryError as e:
+                if lock:
+                    micropython.heap_unlock()
+                got[1] = e
+                return
+            if lock:
+                micropython.heap_unlock()
+            if w != n or r != n:
+                raise AssertionError((w, r))
+            i += 1
+            got[0] = i
+    await rounds(5, False)
+    out = {"heap_per_round": None, "locked_rounds": 0, "error": None}
+    if mp:
+        count = p.get("rounds", 30)
+        co = rounds(count, False)        # (the coroutine object: not part of a round)
+        gc.collect()
+        gc.disable()
+        a0 = gc.mem_alloc()
+        await co
+        out["heap_total"] = gc.mem_alloc() - a0
+        out["heap_per_round"] = out["heap_total"] // count
+        gc.enable()
+        await rounds(p.get("locked", 10), True)
+        out["locked_rounds"] = got[0]
+        if is_async:                     # the pump task lived through it (a MemoryError
+            out["pump_alive"] = not modem._task.done()   # there would end it quietly)
+        if got[1] is not None:
+            import io
+            f = io.StringIO()
+            sys.print_exception(got[1], f)
+            out["error"] = f.getvalue()
+    await c.send(DISCONNECT)
+    await c.call("close")
+    return out
+
+
+async def big_write(p):
+    """One write bigger than max_send: taken whole (all or nothing), sent as
+    several AT+CIPSENDs, echoed intact."""
+    is_async = p["flavour"] == "async"
+    modem = await make_modem(p)
+    if is_async:
+        await modem.start()
+    else:
+        modem.start_blocking()
+    topic = p["topic"].encode()
+    c = await open_mqtt(modem, p, is_async, b"bw-" + p["flavour"].encode())
+    await c.send(subscribe_pkt(1, topic, 0))
+    while (await c.packet())[0] != 0x90:
+        pass
+    pkt = publish_pkt(topic, payload_for(3))
+    s0 = modem.stats()
+    while True:
+        w = await c.call("write", pkt, len(pkt))
+        if w is not None:
+            break
+        await nap()
+    await sent(modem)
+    s1 = modem.stats()
+    echo = await c.packet()
+    await c.send(DISCONNECT)
+    await c.call("close")
+    return {"taken": w, "len": len(pkt), "sends": s1["at_commands"] - s0["at_commands"],
+            "intact": bytes([echo[0], len(echo[1])]) + echo[1] == pkt}
