@@ -81,14 +81,20 @@ link (mqtt_supervisor._link_lost decides) and are kept in last_error.
 Where things live: see the class docstring below (one base class per
 concern) and docs/architecture.md.
 """
+import sys
+
 import mqtt_codec as codec
 from mpcompat import const, ticks_ms, asleep_ms as _sleep_ms
 from mqtt_codec import MQTTError, MQTTRefused, to_bytes
 from mqtt_config import check_buffer, check_config, check_qos, flag
+from mqtt_reader import MQTTReader
+from mqtt_session import MQTTSession
 from mqtt_supervisor import MQTTSupervisor
 from mqtt_transport import DONE, discard, quietly
 
 __all__ = ("AsyncMQTTClient", "MQTTError", "MQTTRefused")
+
+_MICROPYTHON = sys.implementation.name == "micropython"
 
 # Reads one check_msg() (or one turn of an ack wait) may make before it
 # yields: a peer that never stops sending (a flood of messages too big to
@@ -108,6 +114,21 @@ class AsyncMQTTClient(MQTTSupervisor):
         MQTTTransport     mqtt_transport.py: open, write, close the link
     and mqtt_config.py (checks every option), mqtt_codec.py (packets <-> bytes).
     """
+
+    # The receive hot path's methods, bound here as well as in their own
+    # class: MicroPython looks a method up in the instance's dict, then in
+    # each class of the chain, and a miss costs a probe of that class's
+    # dict; one found four classes up costs ~200 ns more per call than one
+    # found here (measured on the unix port, 1.25), and an idle poll makes
+    # five such calls.  (tests/test_allocation.py checks that this class
+    # dict does not end up a full table: 23 entries was one.)
+    _step_sync = MQTTReader._step_sync
+    _read_fast = MQTTReader._read_fast
+    _took = MQTTReader._took
+    _want = MQTTReader._want
+    _advance = MQTTReader._advance
+    _step_now = MQTTReader._step_now
+    _keepalive = MQTTSession._keepalive
 
     def __init__(self, config, recv_buf):
         recv_buf = check_buffer(recv_buf)
@@ -186,11 +207,11 @@ class AsyncMQTTClient(MQTTSupervisor):
         check_qos(qos)
         if retain is not False and retain is not True:
             retain = flag(retain, "retain")
-        if qos and self.inflight >= self._cfg["max_inflight"]:
+        if qos and self._inflight_count() >= self._cfg["max_inflight"]:
             # Each entry holds a copy of its packet (a small heap runs out),
             # and 65,535 would leave no packet id to take.
             raise MQTTError("%d QoS 1 publishes await their PUBACK (max_inflight): "
-                            "read (check_msg) or wait before publishing more" % self.inflight)
+                            "read (check_msg) or wait before publishing more" % self._inflight_count())
         if len(topic) + len(msg) > codec.MAX_REMAINING - 4:
             raise ValueError("message too large for MQTT (268,435,455 bytes with its topic)")
         if not self._up:
@@ -249,11 +270,6 @@ class AsyncMQTTClient(MQTTSupervisor):
         if qos:
             return await self._wait(codec.PUBACK, pid, True)
 
-    @property
-    def inflight(self):
-        """QoS 1 publishes sent and not acknowledged yet."""
-        return len(self._inflight) + (1 if self._slot_pid else 0)
-
     async def subscribe(self, topic, qos=0):
         """Subscribe to a topic filter; raises MQTTRefused if the broker refuses."""
         topic = bytes(to_bytes(topic, "topic"))     # a copy: kept to re-subscribe
@@ -282,7 +298,7 @@ class AsyncMQTTClient(MQTTSupervisor):
         if self._unread or self._bl_head != self._bl_used:
             # A message is at hand, but the keepalive goes on: an app that
             # takes its time over each one must not be dropped by the broker.
-            if self._sock is not None and self._cfg["keepalive"]:
+            if self._sock is not None and self._ka_half:
                 try:
                     if self._ping_due():
                         if self._async:
@@ -306,8 +322,7 @@ class AsyncMQTTClient(MQTTSupervisor):
                 budget -= 1
                 if not budget:
                     break
-            self._check_alive()
-            if self._ping_due():
+            if self._keepalive():
                 self._write_sync(self._pingbuf, 2)
         except (OSError, MQTTError) as e:
             self._link_lost(e)
@@ -338,9 +353,8 @@ class AsyncMQTTClient(MQTTSupervisor):
         wait for, a PUBACK or PINGREQ the transport did not take at once)
         goes on in _check_async."""
         try:
-            self._check_alive()
             if self._io_busy:
-                return self._check_async(None, self._ping_due())
+                return self._check_async(None, self._keepalive())
             if self._ack_pending and not self._ack_now():
                 return self._check_async(None, False)
             budget = _READS_PER_CALL
@@ -356,7 +370,7 @@ class AsyncMQTTClient(MQTTSupervisor):
                 budget -= 1
                 if not budget:
                     break
-            if self._ping_due():
+            if self._keepalive():
                 if not (self._plain_writes and self._write_now(self._pingbuf, 2)):
                     return self._check_async(None, True)
         except (OSError, MQTTError) as e:
@@ -365,13 +379,6 @@ class AsyncMQTTClient(MQTTSupervisor):
         if self._unread:
             return self._meta_ready()
         return DONE
-
-    def _ack_now(self):
-        """The pending PUBACK, if the transport takes it at once."""
-        if self._plain_writes and self._write_now(self._ackbuf, 4):
-            self._ack_pending = False
-            return True
-        return False
 
     async def _check_async(self, pending, ping):
         # The I/O lock is taken here, when the coroutine runs, not in
@@ -394,14 +401,18 @@ class AsyncMQTTClient(MQTTSupervisor):
                 self._ack_pending = False
                 await self._write(self._ackbuf, 4)
             budget = _READS_PER_CALL
-            while not self._unread and await self._step_async():
+            while not self._unread:
+                step = self._step_now()
+                if step is not True and step is not False:
+                    step = await self._step_async(step)
+                if not step:
+                    break
                 budget -= 1
                 if not budget:
                     break
             # after the reads too: bytes that keep coming must not starve the
             # PINGREQ or the dead-link check
-            self._check_alive()
-            ping = ping or self._ping_due()
+            ping = self._keepalive() or ping
             if ping and self._sock is not None:
                 await self._write(self._pingbuf, 2)
         except (OSError, MQTTError) as e:
@@ -409,15 +420,30 @@ class AsyncMQTTClient(MQTTSupervisor):
             return None
         return self._meta if self._unread else None
 
-    @property
-    def topic(self):
-        """The delivered message's topic (a new memoryview of the buffer)."""
-        return self._rbuf[:self._meta[0]]
-
-    @property
-    def msg(self):
-        """The delivered message's payload (a new memoryview of the buffer)."""
-        return self._rbuf[self._meta[0]:self._meta[1]]
+    # client.topic, client.msg (the delivered message: a new memoryview of
+    # the buffer each) and client.inflight (QoS 1 publishes sent and not
+    # acknowledged yet) are computed on access.  On MicroPython __getattr__
+    # serves them, not properties: one property anywhere in the class chain
+    # makes every `self.x = ...` search all five class dicts for a setter
+    # first (measured on the unix port: 385 ns per store instead of 73, and
+    # the hot path stores several attributes per message).  __getattr__ is
+    # asked only for names found nowhere else.  CPython gets properties.
+    if _MICROPYTHON:
+        def __getattr__(self, name):
+            if name == "topic":
+                return self._rbuf[:self._meta[0]]
+            if name == "msg":
+                return self._rbuf[self._meta[0]:self._meta[1]]
+            if name == "inflight":
+                return self._inflight_count()
+            raise AttributeError(name)
+    else:
+        topic = property(lambda self: self._rbuf[:self._meta[0]],
+                         doc="The delivered message's topic (a new memoryview of the buffer).")
+        msg = property(lambda self: self._rbuf[self._meta[0]:self._meta[1]],
+                       doc="The delivered message's payload (a new memoryview of the buffer).")
+        inflight = property(lambda self: self._inflight_count(),
+                            doc="QoS 1 publishes sent and not acknowledged yet.")
 
     def mark_read(self):
         """The app is done with the message: the buffer may be reused."""

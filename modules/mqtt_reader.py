@@ -21,7 +21,7 @@ This is the hot path.  Its rules, measured on MicroPython:
 import mqtt_codec as codec
 from mpcompat import const, ticks_ms
 from mqtt_codec import MQTTError
-from mqtt_transport import MQTTTransport, ECONNRESET, ENOTCONN, count
+from mqtt_transport import MQTTTransport, ECONNRESET, ENOTCONN, count, discard
 
 # Packet types and flag bits of the first byte (the same values as in
 # mqtt_codec, repeated here as const() so they are folded, see above).
@@ -48,6 +48,11 @@ _DRAIN = const(3)           # PUBLISH bigger than the buffer: read and drop
 _BL_HDR = const(5)          # backlog entry: first byte, remaining length in 4 bytes
 
 _PID0 = "malformed PUBLISH: QoS 1 with packet id 0"
+
+
+def _check_topic_len(first, tl, rem):
+    if tl == 0 or 2 + tl + (2 if first & _QOS_BITS else 0) > rem:
+        raise MQTTError("malformed PUBLISH: topic length %d in %d bytes" % (tl, rem))
 
 
 class MQTTReader(MQTTTransport):
@@ -171,7 +176,7 @@ class MQTTReader(MQTTTransport):
             self._got += n
             if self._got < self._rem:
                 if self._got == 2 and self._dest == _TO_RBUF:
-                    self._check_topic_len(self._hdr[0], (self._small[0] << 8) | self._small[1],
+                    _check_topic_len(self._hdr[0], (self._small[0] << 8) | self._small[1],
                                           self._rem)
                 return False
         self._last_rx = ticks_ms()
@@ -225,15 +230,10 @@ class MQTTReader(MQTTTransport):
         except Exception as e:
             self.last_error = e
 
-    @staticmethod
-    def _check_topic_len(first, tl, rem):
-        if tl == 0 or 2 + tl + (2 if first & _QOS_BITS else 0) > rem:
-            raise MQTTError("malformed PUBLISH: topic length %d in %d bytes" % (tl, rem))
-
     def _parse_publish(self, body, first, rem):
         """Validate a PUBLISH body (with its topic length); returns its packet id."""
         tl = (body[0] << 8) | body[1]
-        self._check_topic_len(first, tl, rem)
+        _check_topic_len(first, tl, rem)
         if not first & _QOS_BITS:
             return 0
         pid = (body[2 + tl] << 8) | body[3 + tl]
@@ -355,7 +355,7 @@ class MQTTReader(MQTTTransport):
         tl = (small[0] << 8) | small[1]
         body = rem - 2
         if tl == 0 or tl + (4 if first & _QOS_BITS else 2) > rem:
-            self._check_topic_len(first, tl, rem)   # raises, naming the fault
+            _check_topic_len(first, tl, rem)   # raises, naming the fault
         n = sock.readinto(rbuf, body)
         if n != body:
             return self._continue_publish(rem, 2 + (n or 0))
@@ -404,20 +404,60 @@ class MQTTReader(MQTTTransport):
             self._ack_pending = False
             self._write_sync(self._ackbuf, 4)
 
-    async def _step_async(self):
+    def _step_now(self):
+        """One read on an async transport, as far as it goes without an
+        await: True if bytes came (and their PUBACK, if one was called for,
+        went out), False if none.  Else what _step_async must finish: the
+        awaitable the transport answered, or None for a PUBACK the
+        transport did not take at once.  (A transport that answers plain
+        values thus costs no coroutine per step.)"""
         if self._io_busy or not self._want():
+            return False
+        if self._sock is None:
+            raise OSError(ENOTCONN, "not connected")
+        if self._ack_pending and not self._ack_now():
+            return None
+        r = self._sock.readinto(self._view, self._need)
+        if r is None:
+            return False
+        if type(r) is not int:
+            return r
+        if not self._took(r):
+            return False
+        if self._ack_pending and not self._ack_now():
+            return None
+        return True
+
+    def _ack_now(self):
+        """The pending PUBACK, if the transport takes it at once."""
+        if self._plain_writes and self._write_now(self._ackbuf, 4):
+            self._ack_pending = False
+            return True
+        return False
+
+    async def _step_async(self, pending=None):
+        """One step that awaits: `pending`, a read the transport answered
+        with an awaitable (from _step_now), or a new read; then the PUBACK
+        it may call for.  True if bytes came."""
+        if self._io_busy:
+            if pending is not None:
+                discard(pending)        # unstarted: it reads only when awaited
             return False
         self._io_busy = True
         try:
-            if self._sock is None:
-                raise OSError(ENOTCONN, "not connected")
-            n = self._sock.readinto(self._view, self._need)
-            if n is None:
-                return False
-            if type(n) is not int:
-                n = await self._interruptible(n)
-            if not self._took(n):
-                return False
+            if pending is None and not self._ack_pending:
+                if not self._want():
+                    return False
+                if self._sock is None:
+                    raise OSError(ENOTCONN, "not connected")
+                pending = self._sock.readinto(self._view, self._need)
+                if pending is None:
+                    return False
+            if pending is not None:
+                if type(pending) is not int:
+                    pending = await self._interruptible(pending)
+                if not self._took(pending):
+                    return False
             if self._ack_pending:
                 self._ack_pending = False
                 await self._write_async(self._ackbuf, 4)

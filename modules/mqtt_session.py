@@ -59,6 +59,7 @@ class MQTTSession(MQTTReader):
         self._ctl_busy = False       # one control exchange at a time
         self._late_sub = None        # (packet id, topic) of a subscribe whose SUBACK was deferred
         self._ping_sent = False
+        self._ka_half = cfg["keepalive"] * 500
 
     # ---- opening a session on a fresh link ------------------------------
 
@@ -146,17 +147,32 @@ class MQTTSession(MQTTReader):
         return False
 
     # Keepalive: two decisions, both from the link's activity (_last_tx,
-    # _last_rx: any byte in refreshes it, mqtt_reader).
+    # _last_rx: any byte in refreshes it, mqtt_reader), both asked on every
+    # poll: hence _ka_half, keepalive/2 in ms (0: no keepalive), computed once.
     def _check_alive(self):
         """MQTTError when nothing came from the server for 1.5 x keepalive:
         the broker's own limit; a healthy link answers a PINGREQ well before.
         Only asked where the socket is read first (a PINGRESP waiting
         unread behind messages the app holds is no sign of a dead link)."""
-        ka = self._cfg["keepalive"]
-        if ka:
+        half = self._ka_half
+        if half:
             since_rx = ticks_diff(ticks_ms(), self._last_rx)
-            if since_rx >= ka * 1500:
+            if since_rx >= 3 * half:
                 raise MQTTError("keepalive: no packet from the server for %d ms" % since_rx)
+
+    def _keepalive(self):
+        """Both decisions, for a poll that has just read the socket: raises
+        if the link is dead (_check_alive), True if a ping is due
+        (_ping_due).  One call, and quick while neither can be: something
+        was sent and heard within keepalive/2."""
+        half = self._ka_half
+        if not half:
+            return False
+        now = ticks_ms()
+        if ticks_diff(now, self._last_rx) < half and ticks_diff(now, self._last_tx) < half:
+            return False
+        self._check_alive()
+        return self._ping_due()
 
     def _ping_due(self):
         """True when a PINGREQ should go now (the caller sends it).
@@ -166,12 +182,12 @@ class MQTTSession(MQTTReader):
         is busy receiving a flood whose PINGRESP waits behind it), or we have
         heard nothing and no ping is out yet (probe the link).
         """
-        ka = self._cfg["keepalive"]
-        if not ka:
+        half = self._ka_half
+        if not half:
             return False
         now = ticks_ms()
-        if ticks_diff(now, self._last_tx) < ka * 500 and \
-                (self._ping_sent or ticks_diff(now, self._last_rx) < ka * 500):
+        if ticks_diff(now, self._last_tx) < half and \
+                (self._ping_sent or ticks_diff(now, self._last_rx) < half):
             return False
         self._ping_sent = True
         return True
@@ -212,6 +228,9 @@ class MQTTSession(MQTTReader):
             self._pub_retain = retain
             self._pub_at = n - ml
         return buf
+
+    def _inflight_count(self):
+        return len(self._inflight) + (1 if self._slot_pid else 0)
 
     def _pending(self, pid):
         return pid == self._slot_pid or pid in self._inflight
@@ -335,7 +354,9 @@ class MQTTSession(MQTTReader):
                 if self._sock is None:
                     raise OSError(ENOTCONN, "not connected")
                 if self._async:
-                    progressed = await self._step_async()
+                    progressed = self._step_now()
+                    if progressed is not True and progressed is not False:
+                        progressed = await self._step_async(progressed)
                 else:
                     progressed = self._step_sync()
                 if self._waited(kind, pid):

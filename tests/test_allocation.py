@@ -37,3 +37,20 @@ def test_an_async_transport_answering_plain_values_costs_no_more_than_a_sync_one
     print("heap per round, async transport with plain answers:", r)
     assert r["rounds"] == 1000
     assert r["per_round"] <= BOUND_PER_ROUND, r
+
+
+# MicroPython's dicts grow only when full, through these sizes (py/map.c,
+# hash_allocation_sizes), so a dict holding exactly one of them is a full
+# table: a lookup that misses probes every slot.  Every attribute access on
+# the client misses in the instance dict (for a method) or in the class
+# dicts (for an instance attribute: the store looks for a setter first), and
+# a 73-entry class dict once cost the publish loop ~40% (found by callgrind).
+FULL_SIZES = (2, 4, 6, 8, 10, 12, 17, 23, 29, 37, 47, 59, 73, 97, 127, 167, 223)
+
+
+def test_no_dict_on_the_clients_lookup_path_is_a_full_table(run_scenario, broker):
+    sizes = run_scenario("micropython", "client_alloc", "dict_sizes", port=broker.port, tag="ds")
+    print("dict sizes:", sizes)
+    assert len(sizes) == 6 and all(n > 0 for n in sizes.values()), sizes
+    full = {k: n for k, n in sizes.items() if n in FULL_SIZES}
+    assert not full, "add or remove a member to move these off a full table: %s" % full

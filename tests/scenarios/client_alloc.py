@@ -127,3 +127,17 @@ async def seed_loop_async_plain(p):
     gc.enable()
     await client.disconnect()
     return {"rounds": rounds, "bytes": used, "per_round": used / rounds}
+
+
+async def dict_sizes(p):
+    """len(__dict__) of a client and of each class of its chain."""
+    import mqtt_reader
+    import mqtt_session
+    import mqtt_supervisor
+    import mqtt_transport
+    client = AsyncMQTTClient(config(p, client_id=b"sizes"), memoryview(bytearray(64)))
+    out = {"instance": len(client.__dict__)}
+    for cls in (AsyncMQTTClient, mqtt_supervisor.MQTTSupervisor, mqtt_session.MQTTSession,
+                mqtt_reader.MQTTReader, mqtt_transport.MQTTTransport):
+        out[cls.__name__] = len(cls.__dict__)
+    return out
