@@ -100,7 +100,9 @@ class Wire:
         assert await self.packet() == 0x20
 
     async def write(self, pkt):
-        await call(self.s.write(pkt, len(pkt)))
+        # a non-blocking modem socket may take nothing now (None): try again shortly
+        while await call(self.s.write(pkt, len(pkt))) is None:
+            await sleep_ms(1)
 
     async def read1(self, buf, n):
         while True:
