@@ -317,11 +317,9 @@ async def parser_heap(p):
             "warnings": m.warnings, "rings": m.rings, "locked": locked}
 
 
-async def socket_heap(p):
-    """Heap per 64-byte QoS 0 publish + receive round through the modem
-    socket alone (a hand-built packet, preallocated buffers), and rounds
-    run with the heap locked (MicroPython: the driver allocates nothing)."""
-    import gc
+async def subscribed_link(p, cid):
+    """A modem brought up, an MQTT session on it subscribed to p["topic"]:
+    (modem, link, topic)."""
     is_async = p["flavour"] == "async"
     modem = await make_modem(p)
     if is_async:
@@ -329,10 +327,20 @@ async def socket_heap(p):
     else:
         modem.start_blocking()
     topic = p["topic"].encode()
-    c = await open_mqtt(modem, p, is_async, b"sh-" + p["flavour"].encode())
+    c = await open_mqtt(modem, p, is_async, cid + p["flavour"].encode())
     await c.send(subscribe_pkt(1, topic, 0))
     while (await c.packet())[0] != 0x90:
         pass
+    return modem, c, topic
+
+
+async def socket_heap(p):
+    """Heap per 64-byte QoS 0 publish + receive round through the modem
+    socket alone (a hand-built packet, preallocated buffers), and rounds
+    run with the heap locked (MicroPython: the driver allocates nothing)."""
+    import gc
+    is_async = p["flavour"] == "async"
+    modem, c, topic = await subscribed_link(p, b"sh-")
     s = c.s
     pkt = publish_pkt(topic, payload_for(0))
     n = len(pkt)
@@ -400,17 +408,7 @@ async def socket_heap(p):
 async def big_write(p):
     """One write bigger than max_send: taken whole (all or nothing), sent as
     several AT+CIPSENDs, echoed intact."""
-    is_async = p["flavour"] == "async"
-    modem = await make_modem(p)
-    if is_async:
-        await modem.start()
-    else:
-        modem.start_blocking()
-    topic = p["topic"].encode()
-    c = await open_mqtt(modem, p, is_async, b"bw-" + p["flavour"].encode())
-    await c.send(subscribe_pkt(1, topic, 0))
-    while (await c.packet())[0] != 0x90:
-        pass
+    modem, c, topic = await subscribed_link(p, b"bw-")
     pkt = publish_pkt(topic, payload_for(3))
     s0 = modem.stats()
     while True:
