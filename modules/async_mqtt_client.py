@@ -90,7 +90,7 @@ from mqtt_config import check_buffer, check_config, check_qos, flag
 from mqtt_reader import MQTTReader
 from mqtt_session import MQTTSession
 from mqtt_supervisor import MQTTSupervisor
-from mqtt_transport import DONE, discard, quietly
+from mqtt_transport import DONE, awaitable, discard, quietly
 
 __all__ = ("AsyncMQTTClient", "MQTTError", "MQTTRefused")
 
@@ -311,6 +311,7 @@ class AsyncMQTTClient(MQTTSupervisor):
             return self._meta_ready()
         if self._sock is None:
             if self._cfg["reconnect"] and not self._app_closed:
+                self._check_refused()
                 self._start_supervisor()
                 return DONE
             raise MQTTError("not connected")
@@ -363,7 +364,7 @@ class AsyncMQTTClient(MQTTSupervisor):
                 if r is None:
                     break
                 if type(r) is not int:
-                    return self._check_async(r, False)
+                    return self._check_async(awaitable(r), False)
                 self._took(r)
                 if self._ack_pending and not self._ack_now():
                     return self._check_async(None, False)
@@ -398,8 +399,13 @@ class AsyncMQTTClient(MQTTSupervisor):
                         self._io_busy = False
                     self._took(n)
             if self._ack_pending:
-                self._ack_pending = False
-                await self._write(self._ackbuf, 4)
+                await self._lock_io()
+                try:
+                    if self._ack_pending:   # (not sent meanwhile by the lock's holder)
+                        await self._write_io(self._ackbuf, 4)
+                        self._ack_pending = False   # once written: see _step_async
+                finally:
+                    self._io_busy = False
             budget = _READS_PER_CALL
             while not self._unread:
                 step = self._step_now()

@@ -21,7 +21,7 @@ This is the hot path.  Its rules, measured on MicroPython:
 import mqtt_codec as codec
 from mpcompat import const, ticks_ms
 from mqtt_codec import MQTTError
-from mqtt_transport import MQTTTransport, ECONNRESET, ENOTCONN, count, discard
+from mqtt_transport import MQTTTransport, ECONNRESET, ENOTCONN, awaitable, count, discard
 
 # Packet types and flag bits of the first byte (the same values as in
 # mqtt_codec, repeated here as const() so they are folded, see above).
@@ -421,7 +421,7 @@ class MQTTReader(MQTTTransport):
         if r is None:
             return False
         if type(r) is not int:
-            return r
+            return awaitable(r)
         if not self._took(r):
             return False
         if self._ack_pending and not self._ack_now():
@@ -455,12 +455,14 @@ class MQTTReader(MQTTTransport):
                     return False
             if pending is not None:
                 if type(pending) is not int:
-                    pending = await self._interruptible(pending)
+                    pending = await self._interruptible(awaitable(pending))
                 if not self._took(pending):
                     return False
             if self._ack_pending:
-                self._ack_pending = False
+                # (cleared once written: a task cancelled before any byte
+                # went leaves it pending, for the next step to send)
                 await self._write_async(self._ackbuf, 4)
+                self._ack_pending = False
             return True
         finally:
             self._io_busy = False

@@ -36,6 +36,7 @@ class MQTTSupervisor(MQTTSession):
         self._up_at = 0              # ticks_ms() when the session last opened
         self._opening = 0            # sessions being opened (connect(), the supervisor): none
                                      # may start a supervisor meanwhile
+        self._refused = None         # the CONNACK refusal that stopped reconnecting (see _open_session)
         self.reconnects = 0
         self.disconnects = 0
         self.on_disconnect = None    # on_disconnect(exc) when the link is lost
@@ -87,15 +88,23 @@ class MQTTSupervisor(MQTTSession):
 
     async def _until_connected(self):
         while not self._up:
+            self._check_refused()
             if self._app_closed or not (self._cfg["reconnect"] or self._reconnecting):
                 raise MQTTError("not connected")
             self._start_supervisor()
             await _sleep_ms(20)
 
+    def _check_refused(self):
+        """MQTTRefused while the last CONNECT was refused (see _open_session)."""
+        e = self._refused
+        if e is not None and not self._reconnecting:
+            raise MQTTRefused("not connected: " + str(e), e.code)
+
     def _start_supervisor(self):
         # The flag is raised here, not when the task first runs, so that two
         # tasks noticing the loss in the same tick start one supervisor.
-        if not self._reconnecting and not self._app_closed and not self._opening:
+        if not self._reconnecting and not self._app_closed and not self._opening \
+                and self._refused is None:
             self._reconnecting = True
             self._sup = asyncio.create_task(self._supervise())
 
@@ -154,7 +163,7 @@ class MQTTSupervisor(MQTTSession):
                 except Exception as e:  # noqa: B902 -- a transport's bug too: back off, never storm
                     self.last_error = e
                     tries += 1
-                    if attempts and tries >= attempts:
+                    if self._refused is not None or (attempts and tries >= attempts):
                         raise
                     delay = min(max(delay * 2, cfg["reconnect_min_ms"]), cfg["reconnect_max_ms"])
                     continue
@@ -185,8 +194,18 @@ class MQTTSupervisor(MQTTSession):
         publishes and subscribes wait for that (_until_connected), so none
         overtakes a resend or takes the CONNACK's place."""
         self._close_transport()
+        self._refused = None
         self._opening += 1
         try:
             await self._open_and_restore(resume)
+        except MQTTRefused as e:
+            # The server said no to our CONNECT.  Asking again at
+            # reconnect_min_ms would not change its mind and only hammers
+            # it: no supervisor runs until the app calls connect() or
+            # reconnect() (app_runner does, with its own backoff).  Except
+            # "server unavailable" (3): a server coming up says that.
+            if e.code != 3:
+                self._refused = e
+            raise
         finally:
             self._opening -= 1

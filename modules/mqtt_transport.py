@@ -185,15 +185,17 @@ class MQTTTransport:
         goes the awaited way instead.  A plain int short of n would leave
         part of a packet that only an await could finish: EIO."""
         w = self._sock.write(buf, n)
-        if w is None or w == 0:
+        if w is None:
             return False
         if type(w) is int:
             if w == n:
                 self._last_tx = ticks_ms()
                 return True
+            if w == 0:
+                return False
             raise OSError(EIO, "an async transport's plain answer to write() must be all or "
                                "nothing: %r of %d" % (w, n))
-        discard(w)
+        discard(awaitable(w))
         self._plain_writes = False
         return False
 
@@ -203,19 +205,26 @@ class MQTTTransport:
             raise OSError(ENOTCONN, "not connected")
         off = 0
         start = ticks_ms()
-        while off < n:
-            if self._sock is not sock:  # the link was renewed under this write
-                raise OSError(ENOTCONN, "the link closed during a write")
-            w = sock.write(memoryview(buf)[off:] if off else buf, n - off)
-            if w is not None and type(w) is not int:    # else taken (or not) at once
-                w = await self._interruptible(w)
-            w = count(w, n - off)
-            if w:
-                off += w
-            else:
-                if ticks_diff(ticks_ms(), start) > self._cfg["timeout_ms"]:
-                    raise OSError(ETIMEDOUT, "socket write timed out")
-                await _sleep_ms(1)
+        try:
+            while off < n:
+                if self._sock is not sock:  # the link was renewed under this write
+                    raise OSError(ENOTCONN, "the link closed during a write")
+                w = sock.write(memoryview(buf)[off:] if off else buf, n - off)
+                if w is not None and type(w) is not int:    # else taken (or not) at once
+                    w = await self._interruptible(awaitable(w))
+                w = count(w, n - off)
+                if w:
+                    off += w
+                else:
+                    if ticks_diff(ticks_ms(), start) > self._cfg["timeout_ms"]:
+                        raise OSError(ETIMEDOUT, "socket write timed out")
+                    await _sleep_ms(1)
+        except OSError:
+            raise
+        except BaseException:
+            if off:                     # cancelled with part of the packet gone
+                self._abandon()
+            raise
         self._last_tx = ticks_ms()
 
     # The async flavour awaits inside a write: while one task encodes into
@@ -244,16 +253,71 @@ class MQTTTransport:
             self._io_busy = False
 
     async def _interruptible(self, aw):
-        """Await a transport read or write; if this task is cancelled (or
-        anything but OSError ends it) part of a packet may have gone: the
-        byte stream can no longer be trusted, the link goes (_abandon)."""
+        """Await a transport read or write, for timeout_ms at most.  If it
+        does not end by then (a read that waits for data, holding the I/O
+        lock; a write that never completes), or this task is cancelled, or
+        anything but OSError ends it, part of a packet may have gone: the
+        byte stream can no longer be trusted, the link goes (_abandon).
+        The awaitable is awaited in this task (a deadline cancels it, see
+        _Deadline), so a read that completes is never lost to a timer."""
+        dl = _Deadline(self._cfg["timeout_ms"])
+        try:
+            return await dl.run(aw)
+        except BaseException as e:
+            if dl.expired:
+                self._abandon()
+                raise OSError(ETIMEDOUT, "the transport's awaitable did not end within "
+                                         "timeout_ms (%d ms)" % self._cfg["timeout_ms"])
+            if not isinstance(e, OSError):
+                self._abandon()
+            raise
+
+
+class _Deadline:
+    """Await something in the current task for at most ms: a timer task
+    cancels this one when it runs out (MicroPython's asyncio has no
+    timeout(); CPython's has, and its wait_for() can swallow a cancellation
+    that meets the inner await's end, measured: a cancelled publish ran
+    on).  A task and this object per await: only transports that answer
+    awaitables pay it."""
+
+    def __init__(self, ms):
+        self.ms = ms
+        self.expired = False
+
+    async def run(self, aw):
+        if _timeout is not None:               # CPython 3.11+
+            cm = _timeout(self.ms / 1000)
+            try:
+                async with cm:
+                    return await aw
+            finally:
+                self.expired = cm.expired()    # (a transport's own ETIMEDOUT is not ours)
+        me = asyncio.current_task()
+        timer = asyncio.create_task(self._expire(me))
         try:
             return await aw
-        except OSError:
-            raise
-        except BaseException:
-            self._abandon()
-            raise
+        finally:
+            if not self.expired:
+                timer.cancel()
+
+    async def _expire(self, task):
+        await _sleep_ms(self.ms)
+        self.expired = True
+        task.cancel()
+
+
+_timeout = getattr(asyncio, "timeout", None)
+
+
+def awaitable(answer):
+    """A transport's answer that is neither None nor an int: an awaitable,
+    to be awaited; anything else (True, 2.0, a string) is EIO, the same as a
+    count out of range."""
+    if hasattr(answer, "__await__") or hasattr(answer, "send"):
+        return answer
+    raise OSError(EIO, "the transport answered %r (an int, None or an awaitable expected)"
+                  % (answer,))
 
 
 def _no_delay(sock):
