@@ -46,28 +46,29 @@ _EXHAUSTED = iter(())
 DONE = _Done()
 
 
-class _StdSocket:
-    """CPython's socket/SSLSocket with MicroPython's readinto/write shape."""
+if not _MICROPYTHON:       # (a class costs ~300 B of RAM on the board: defined where used)
+    class _StdSocket:
+        """CPython's socket/SSLSocket with MicroPython's readinto/write shape."""
 
-    def __init__(self, sock):
-        self.sock = sock
-        import ssl
-        self._again = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+        def __init__(self, sock):
+            self.sock = sock
+            import ssl
+            self._again = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
-    def readinto(self, buf, n):
-        try:
-            return self.sock.recv_into(buf, n)
-        except self._again:
-            return None
+        def readinto(self, buf, n):
+            try:
+                return self.sock.recv_into(buf, n)
+            except self._again:
+                return None
 
-    def write(self, buf, n):
-        try:
-            return self.sock.send(memoryview(buf)[:n])
-        except self._again:
-            return None
+        def write(self, buf, n):
+            try:
+                return self.sock.send(memoryview(buf)[:n])
+            except self._again:
+                return None
 
-    def close(self):
-        self.sock.close()
+        def close(self):
+            self.sock.close()
 
 
 class MQTTTransport:
@@ -81,6 +82,7 @@ class MQTTTransport:
         self._sock_cls = None        # None: the native socket
         self._io_busy = False        # async flavour: one reader/writer at a time
         self._plain_writes = True    # async flavour: write() may answer a plain int (_write_now)
+        self._expired = False        # _deadline: the last awaited transport call ran out of time
         # Link activity, for keepalive (mqtt_session): any byte in, any packet out.
         self._last_tx = self._last_rx = ticks_ms()
 
@@ -259,12 +261,11 @@ class MQTTTransport:
         anything but OSError ends it, part of a packet may have gone: the
         byte stream can no longer be trusted, the link goes (_abandon).
         The awaitable is awaited in this task (a deadline cancels it, see
-        _Deadline), so a read that completes is never lost to a timer."""
-        dl = _Deadline(self._cfg["timeout_ms"])
+        _deadline), so a read that completes is never lost to a timer."""
         try:
-            return await dl.run(aw)
+            return await _deadline(self, aw)
         except BaseException as e:
-            if dl.expired:
+            if self._expired:
                 self._abandon()
                 raise OSError(ETIMEDOUT, "the transport's awaitable did not end within "
                                          "timeout_ms (%d ms)" % self._cfg["timeout_ms"])
@@ -273,38 +274,34 @@ class MQTTTransport:
             raise
 
 
-class _Deadline:
-    """Await something in the current task for at most ms: a timer task
+async def _deadline(link, aw):
+    """Await aw in the current task for at most timeout_ms: a timer task
     cancels this one when it runs out (MicroPython's asyncio has no
     timeout(); CPython's has, and its wait_for() can swallow a cancellation
     that meets the inner await's end, measured: a cancelled publish ran
-    on).  A task and this object per await: only transports that answer
-    awaitables pay it."""
-
-    def __init__(self, ms):
-        self.ms = ms
-        self.expired = False
-
-    async def run(self, aw):
-        if _timeout is not None:               # CPython 3.11+
-            cm = _timeout(self.ms / 1000)
-            try:
-                async with cm:
-                    return await aw
-            finally:
-                self.expired = cm.expired()    # (a transport's own ETIMEDOUT is not ours)
-        me = asyncio.current_task()
-        timer = asyncio.create_task(self._expire(me))
+    on).  link._expired says whether the deadline ended it.  A task per
+    await: only transports that answer awaitables pay it."""
+    ms = link._cfg["timeout_ms"]
+    link._expired = False
+    if _timeout is not None:               # CPython 3.11+
+        cm = _timeout(ms / 1000)
         try:
-            return await aw
+            async with cm:
+                return await aw
         finally:
-            if not self.expired:
-                timer.cancel()
+            link._expired = cm.expired()   # (a transport's own ETIMEDOUT is not ours)
+    timer = asyncio.create_task(_expire(link, asyncio.current_task(), ms))
+    try:
+        return await aw
+    finally:
+        if not link._expired:
+            timer.cancel()
 
-    async def _expire(self, task):
-        await _sleep_ms(self.ms)
-        self.expired = True
-        task.cancel()
+
+async def _expire(link, task, ms):
+    await _sleep_ms(ms)
+    link._expired = True
+    task.cancel()
 
 
 _timeout = getattr(asyncio, "timeout", None)
