@@ -13,7 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "modules"))
 import mqtt_codec as codec                      # noqa: E402
-from async_mqtt_client import AsyncMQTTClient, MQTTError, _StdSocket   # noqa: E402
+from async_mqtt_client import AsyncMQTTClient, MQTTError   # noqa: E402
+from mqtt_transport import _StdSocket   # noqa: E402  (CPython only)
 
 
 def test_connect_bytes_exact():
