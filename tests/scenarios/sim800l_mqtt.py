@@ -153,14 +153,20 @@ async def make_modem(p):
                    rx_poll_ms=p.get("rx_poll_ms", 1000), max_send=p.get("max_send", 1460))
 
 
-async def session(p):
-    """The happy path: CONNECT, SUBSCRIBE, PUBLISH QoS0/1 to our own topic, PING."""
-    is_async = p["flavour"] == "async"
+async def started_modem(p):
+    """make_modem(), brought up the way p["flavour"] says."""
     modem = await make_modem(p)
-    if is_async:
+    if p["flavour"] == "async":
         await modem.start()
     else:
         modem.start_blocking()
+    return modem
+
+
+async def session(p):
+    """The happy path: CONNECT, SUBSCRIBE, PUBLISH QoS0/1 to our own topic, PING."""
+    is_async = p["flavour"] == "async"
+    modem = await started_modem(p)
     topic = p["topic"].encode()
     c = await open_mqtt(modem, p, is_async, b"sim-" + p["flavour"].encode())
     out = {"ip": modem.ip, "rssi": modem.rssi}
@@ -321,11 +327,7 @@ async def subscribed_link(p, cid):
     """A modem brought up, an MQTT session on it subscribed to p["topic"]:
     (modem, link, topic)."""
     is_async = p["flavour"] == "async"
-    modem = await make_modem(p)
-    if is_async:
-        await modem.start()
-    else:
-        modem.start_blocking()
+    modem = await started_modem(p)
     topic = p["topic"].encode()
     c = await open_mqtt(modem, p, is_async, cid + p["flavour"].encode())
     await c.send(subscribe_pkt(1, topic, 0))
