@@ -409,29 +409,9 @@ class AsyncModemSocket(_Base):
             return self._write_all(buf, n)
         if m._peer_closed:
             raise OSError(errno.ECONNRESET)  # CLOSED came: nothing can be sent any more
-        if m._busy:
-            return None
-        op = m._op
-        if op == _OP_PROMPT or op == _OP_ACCEPT:
-            return self._append(buf, n)
-        if op:
+        if m._op or m._busy:
             return None
         return self._put(buf, n)
-
-    def _append(self, buf, n):
-        """A send is in flight: queue buf[0:n] behind it in the send buffer,
-        if it fits (all or nothing).  The send goes on to the next
-        AT+CIPSEND by itself (_step: up to _txend), so back-to-back
-        publishes take no coroutine of the client's while the modem is
-        busy, and several ride one AT+CIPSEND."""
-        m = self._m
-        tx, end = m._tx, m._txend
-        if m._txb is not tx or end + n > len(tx):
-            return None
-        for i in range(n):
-            tx[end + i] = buf[i]
-        m._txend = end + n
-        return n
 
     def _put(self, buf, n):
         """Copy buf[0:n] and begin sending it: all of it is taken."""

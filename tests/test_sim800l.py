@@ -223,13 +223,3 @@ def test_parser_allocates_nothing(interp, run_scenario):
     assert out["n"] == 200 and out["ok"] and out["warnings"] == 1 and out["rings"] == 1
     assert out["r"] == -2          # the +CIPRXGET: 1 URC asks for a fetch
     assert out["locked"] == (interp == "micropython")
-
-
-def test_writes_while_a_send_is_in_flight_are_queued_behind_it(interp, run_scenario, sim, broker):
-    """Async flavour: 5 PUBLISHes written while the first AT+CIPSEND is in
-    flight are each taken at once (before, the 2nd to 5th answered None and
-    the client made a coroutine per publish to wait), go out in fewer
-    AT+CIPSENDs than writes, and come back intact, in order."""
-    out = run_scenario(interp, "sim800l_mqtt", "queued_writes", **params(sim, broker, "async"))
-    assert out["taken"] == out["lens"], out
-    assert 2 <= out["sends"] < 5 and out["intact"] == [True] * 5, out

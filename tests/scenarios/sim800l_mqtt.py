@@ -425,27 +425,3 @@ async def big_write(p):
     await c.call("close")
     return {"taken": w, "len": len(pkt), "sends": s1["at_commands"] - s0["at_commands"],
             "intact": bytes([echo[0], len(echo[1])]) + echo[1] == pkt}
-
-
-async def queued_writes(p):
-    """Async flavour, non-blocking: k PUBLISHes written back to back while
-    the first one's AT+CIPSEND is still in flight.  Each is taken at once
-    (queued behind it in the send buffer), they ride fewer AT+CIPSENDs than
-    writes, and all come back intact, in order."""
-    modem, c, topic = await subscribed_link(p, b"qw-")
-    k = p.get("k", 5)
-    pkts = [publish_pkt(topic, payload_for(i)) for i in range(k)]
-    s0 = modem.stats()
-    taken = []
-    for pkt in pkts:
-        taken.append(c.s.write(pkt, len(pkt)))    # no await between: the first is in flight
-    await sent(modem)
-    s1 = modem.stats()
-    intact = []
-    for pkt in pkts:
-        echo = await c.packet()
-        intact.append(bytes([echo[0], len(echo[1])]) + echo[1] == pkt)
-    await c.send(DISCONNECT)
-    await c.call("close")
-    return {"taken": taken, "lens": [len(x) for x in pkts],
-            "sends": s1["at_commands"] - s0["at_commands"], "intact": intact}
