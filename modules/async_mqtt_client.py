@@ -58,7 +58,8 @@ of a read or a write drops the link (part of a packet may have gone).  Native so
 
 Config keys: client_id, server, port, user, password, keepalive (s),
 last_will{topic,msg,qos,retain}, clean_session (True), ssl (False, True or
-a dict: cafile, verify, server_hostname), reconnect (False: link loss
+a dict: cafile, cadata, certfile, keyfile, verify, server_hostname; over
+any transport, see mqtt_tls), reconnect (False: link loss
 raises; True: a supervisor reconnects with backoff and jitter, re-subscribes
 and resends in-flight QoS 1), reconnect_min_ms (500), reconnect_max_ms
 (30000), timeout_ms (acks, CONNACK; 10000), backlog (bytes).  Every value
@@ -140,8 +141,6 @@ class AsyncMQTTClient(MQTTSupervisor):
     async def connect(self, sock_cls=None, async_sock=False, clean_session=None):
         """Open the transport and the MQTT session; raises MQTTRefused (an
         MQTTError) when the server refuses, OSError when the link fails."""
-        if self._cfg["ssl"] and sock_cls is not None:
-            raise ValueError("ssl works with the native socket only (sock_cls=None)")
         if sock_cls is not None and not (callable(sock_cls) and hasattr(sock_cls, "getaddrinfo")):
             raise TypeError("sock_cls must be a socket class (getaddrinfo, and a call that "
                             "makes a socket), not %s" % type(sock_cls).__name__)

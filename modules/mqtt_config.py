@@ -54,16 +54,7 @@ def check_config(c, recv_len):
     if not isinstance(tls, (bool, dict)):
         raise TypeError("config['ssl'] must be a bool or a dict")
     if isinstance(tls, dict):
-        tls = dict(tls)
-        for k in tls:
-            if k not in ("cafile", "verify", "server_hostname"):
-                raise ValueError("config['ssl'] has no key %r (cafile, verify, server_hostname)"
-                                 % (k,))
-        for k in ("cafile", "server_hostname"):
-            if k in tls and not isinstance(tls[k], str):
-                raise TypeError("config['ssl'][%r] must be a str" % k)
-        if "verify" in tls:
-            tls["verify"] = flag(tls["verify"], "config['ssl']['verify']")
+        tls = check_tls(tls)
     cfg["ssl"] = tls
     cfg["port"] = int_in(c.get("port", 8883 if tls else 1883), "port", 1, 65535)
     cfg["user"] = string(c.get("user") or b"", "user")
@@ -133,3 +124,37 @@ def string(value, what):
     b = binary(value, what)
     codec.check_utf8(b, what)
     return b
+
+
+_TLS_KEYS = ("cafile", "cadata", "certfile", "keyfile", "verify", "server_hostname")
+
+
+def check_tls(opts):
+    """The "ssl" dict: known keys, the right types, files that exist, a
+    certificate and its key together."""
+    tls = dict(opts)
+    for k in tls:
+        if k not in _TLS_KEYS:
+            raise ValueError("config['ssl'] has no key %r (%s)" % (k, ", ".join(_TLS_KEYS)))
+    for k in ("cafile", "certfile", "keyfile", "server_hostname"):
+        if k in tls and (not isinstance(tls[k], str) or not tls[k]):
+            raise TypeError("config['ssl'][%r] must be a non-empty str" % k)
+    if "cadata" in tls:
+        ca = tls["cadata"]
+        if not isinstance(ca, (str, bytes, bytearray)) or not ca:
+            raise TypeError("config['ssl']['cadata'] must be PEM text or DER bytes")
+        tls["cadata"] = bytes(ca.encode() if isinstance(ca, str) else ca)
+        if "cafile" in tls:
+            raise ValueError("config['ssl']: give cafile or cadata, not both")
+    if ("certfile" in tls) != ("keyfile" in tls):
+        raise ValueError("config['ssl']: a client certificate needs both certfile and keyfile")
+    for k in ("cafile", "certfile", "keyfile"):
+        if k in tls:
+            try:
+                import os
+                os.stat(tls[k])
+            except OSError:
+                raise ValueError("config['ssl'][%r]: no such file %r" % (k, tls[k]))
+    if "verify" in tls:
+        tls["verify"] = flag(tls["verify"], "config['ssl']['verify']")
+    return tls

@@ -1,6 +1,6 @@
-"""The link under the MQTT session: opening it (the native socket, TLS, or
-the app's own `sock_cls`, sync or async), writing whole packets to it, and
-closing it.  MQTTTransport is the client's lowest base class: the layers
+"""The link under the MQTT session: opening it (the native socket, or the
+app's own `sock_cls`, sync or async; either in TLS, see mqtt_tls), writing
+whole packets to it, and closing it.  MQTTTransport is the client's lowest base class: the layers
 above (mqtt_reader, mqtt_session, async_mqtt_client) call these methods
 on self, at no cost over methods of one class (MicroPython's method cache
 hides the depth; a delegate object would cost ~20% per attribute access).
@@ -113,6 +113,9 @@ class MQTTTransport:
         if self._async:
             addr = (await cls.getaddrinfo(host, port))[0][-1]
             s = cls()
+            if cfg["ssl"]:
+                from mqtt_tls import tls_socket
+                s = tls_socket(s, cfg, True)
             try:
                 await s.connect(addr)
                 s.setblocking(False)
@@ -122,6 +125,9 @@ class MQTTTransport:
             return s
         addr = cls.getaddrinfo(host, port)[0][-1]
         s = cls()
+        if cfg["ssl"]:
+            from mqtt_tls import tls_socket
+            s = tls_socket(s, cfg, False)
         try:
             s.connect(addr)
             s.setblocking(False)
@@ -131,20 +137,18 @@ class MQTTTransport:
         return s
 
     def _wrap_tls(self, s, host):
-        import ssl
+        """The native socket in TLS; the handshake blocks (up to timeout_ms)."""
+        import mqtt_tls
         opts = self._cfg["ssl"] if isinstance(self._cfg["ssl"], dict) else {}
-        verify = opts.get("verify", True)
-        if _MICROPYTHON:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
-        else:
-            ctx = ssl.create_default_context()
-            if not verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-        if opts.get("cafile"):
-            ctx.load_verify_locations(cafile=opts["cafile"])
-        return ctx.wrap_socket(s, server_hostname=opts.get("server_hostname", host))
+        host = opts.get("server_hostname", host)
+        mqtt_tls.check_clock(opts)
+        ctx = mqtt_tls.make_context(opts)
+        try:
+            return ctx.wrap_socket(s, server_hostname=host)
+        except (OSError, ValueError) as e:
+            if mqtt_tls._inner_error(e):
+                raise
+            raise mqtt_tls.explain(e, opts, host, True)
 
     def _close_transport(self):
         self._up = False

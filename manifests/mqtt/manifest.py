@@ -8,6 +8,7 @@ for name in (
     "mqtt_codec.py",
     "mqtt_config.py",
     "mqtt_transport.py",
+    "mqtt_tls.py",
     "mqtt_reader.py",
     "mqtt_session.py",
     "mqtt_supervisor.py",
