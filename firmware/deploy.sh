@@ -30,8 +30,19 @@ for f in config.py main.py; do
     "$mpy_cross" -o "$tmp/${f%.py}.mpy" "$APP/$f" > "$tmp/err" 2>&1 \
         || { grep -v '^Traceback' "$tmp/err" >&2; die "$APP/$f does not compile for MicroPython (see above)"; }
 done
+# Certificates and keys for TLS (the broker's CA; a device certificate and
+# key for mutual TLS) travel with the app: every *.der, *.pem, *.crt, *.key
+# in $APP goes to the board's root under its own name, for config.py's
+# "ssl": {"cafile": "ca.der", ...}.
+certs=()
+for f in "$APP"/*.der "$APP"/*.pem "$APP"/*.crt "$APP"/*.key; do
+    [ -f "$f" ] || continue
+    grep -q "PRIVATE KEY" "$f" 2>/dev/null && [ "${f##*.}" != key ] \
+        && die "$f holds a private key but is not named *.key; rename it so it is not mistaken for a certificate"
+    certs+=(+ fs cp "$f" ":$(basename "$f")")
+done
 mpremote=$(host_tool mpremote)
-cmd=("$mpremote" connect "$PORT" fs cp "$APP/config.py" :config.py + fs cp "$APP/main.py" :main.py + reset)
+cmd=("$mpremote" connect "$PORT" fs cp "$APP/config.py" :config.py + fs cp "$APP/main.py" :main.py "${certs[@]}" + reset)
 if [ -n "${DRY_RUN:-}" ]; then printf '%q ' "${cmd[@]}"; echo; exit 0; fi
 "${cmd[@]}" || die "mpremote could not deploy to $PORT (is it a MicroPython board, and not in use by another program?)"
-say "deployed $APP/config.py and main.py to $PORT; the board has been reset and runs main.py"
+say "deployed $APP/config.py, main.py$([ ${#certs[@]} -gt 0 ] && echo " and $(( ${#certs[@]} / 5 )) certificate/key file(s)") to $PORT; the board has been reset and runs main.py"

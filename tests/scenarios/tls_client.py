@@ -5,6 +5,7 @@ import gc
 import sys
 
 from async_mqtt_client import AsyncMQTTClient
+from heartbeat import Heartbeat
 from sim800l_client import modem_up, nap, next_msg
 
 MICROPYTHON = sys.implementation.name == "micropython"
@@ -42,9 +43,11 @@ async def connect(p, client, modem=None):
 async def session(p):
     """connect in TLS, subscribe, QoS 0 and 1 to our own topic, and back."""
     client = AsyncMQTTClient(config(p), memoryview(bytearray(4096)))
+    modem = await modem_up(p) if p["flavour"] != "native" else None
+    beat = Heartbeat(5)
     t0 = ticks_ms()
-    modem = await connect(p, client)
-    out = {"connect_ms": ticks_diff(ticks_ms(), t0)}
+    await connect(p, client, modem)
+    out = {"connect_ms": ticks_diff(ticks_ms(), t0), "connect_gap_ms": beat.stop()}
     topic = p["topic"].encode()
     await client.subscribe(topic, qos=1)
     await client.publish(topic, b"q0 over tls")
