@@ -13,7 +13,7 @@ setup:  ## create .venv with the pinned host tools (pytest, hypothesis, paho-mqt
 	@test -x .venv/bin/python || python3 -m venv .venv
 	@.venv/bin/python -m pip install -q -r requirements-dev.txt
 
-micropython:  ## build build/micropython (unix port, manifest.py frozen in) and build/mpy-cross; MICROPY_DIR= for your own tree
+micropython:  ## build build/micropython (unix port, manifest.py frozen in, tls module on the boards' mbedTLS) and build/mpy-cross; MICROPY_DIR= for your own tree
 	@tools/build-micropython.sh
 
 test: setup micropython  ## run every test (starts mosquitto; CPython and build/micropython)

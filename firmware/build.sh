@@ -5,6 +5,8 @@
 #   firmware/build.sh BOARD              # -> firmware/BOARD.{uf2,elf} or .{bin,elf}, firmware/SHA256SUMS
 #   firmware/build.sh BOARD --baseline   # the same board frozen with manifest_port.py only
 #                                        # (for `make size`); prints the ELF's path, copies nothing
+#   firmware/build.sh BOARD --no-tls     # RP2040: the same board built with MICROPY_PY_SSL=0
+#                                        # (for `make size`: what TLS costs); prints the ELF's path
 #
 # Environment: MICROPY_DIR (a MicroPython checkout of your own instead of
 # Debian's source package), JOBS, SOURCE_DATE_EPOCH (build date; default:
@@ -19,10 +21,15 @@ set -euo pipefail
 me=firmware
 . "$(dirname "$0")/common.sh"
 
-[ $# -ge 1 ] || die "usage: firmware/build.sh BOARD [--baseline]"
+[ $# -ge 1 ] || die "usage: firmware/build.sh BOARD [--baseline|--no-tls]"
 BOARD=$1
+mode=${2:-}
+case $mode in
+    ""|--baseline|--no-tls) ;;
+    *) die "unknown option $mode; usage: firmware/build.sh BOARD [--baseline|--no-tls]" ;;
+esac
 baseline=0
-[ "${2:-}" = --baseline ] && baseline=1
+[ -n "$mode" ] && baseline=1   # a comparison build for `make size`: ELF path out, nothing copied
 board_port "$BOARD"
 cd "$top"
 start=$(date +%s)
@@ -133,10 +140,16 @@ build_rp2() {
     mpy_cross_build
     flock -u 7
 
-    local variant=$BOARD manifest_arg=()
-    if [ $baseline = 1 ]; then
+    local variant=$BOARD manifest_arg=() extra_cflags=()
+    if [ "$mode" = --baseline ]; then
         variant=$BOARD-baseline
         manifest_arg=(-DMICROPY_FROZEN_MANIFEST="$board_dir/manifest_port.py")
+    elif [ "$mode" = --no-tls ]; then
+        # MicroPython's CMake hands CFLAGS_EXTRA to the compiler and to the
+        # QSTR scan alike; the board's mpconfigboard.h defines MICROPY_PY_SSL
+        # only #ifndef, so this builds the same image without the tls module.
+        variant=$BOARD-no-tls
+        extra_cflags=(CFLAGS_EXTRA=-DMICROPY_PY_SSL=0)
     fi
     local work=$cache/firmware/build/$mpy_tag+$libs_id/$variant
     mkdir -p "$work"
@@ -144,7 +157,7 @@ build_rp2() {
     flock 9
 
     local sde; sde=$(source_date)
-    local key; key=$( { echo "$mpy_id $libs_id $sde $baseline"; arm-none-eabi-gcc --version | head -1; cmake --version | head -1
+    local key; key=$( { echo "$mpy_id $libs_id $sde $mode"; arm-none-eabi-gcc --version | head -1; cmake --version | head -1
                         product_key; } | sha256sum | cut -c1-16)
     local b=$work/build
     if [ "$(cat "$work/key" 2>/dev/null)" = "$key" ] && [ -f "$b/firmware.uf2" ] && [ -f "$b/firmware.elf" ]; then
@@ -166,11 +179,19 @@ build_rp2() {
         # otherwise changes from run to run; seen as two pins.h lines, then
         # two table entries, swapped between two otherwise identical builds.
         local genv=(env SOURCE_DATE_EPOCH="$sde" PYTHONHASHSEED=0 MICROPY_MPYCROSS="$mpyc"
-                    CFLAGS="$map" CXXFLAGS="$map" ASMFLAGS="$map")
+                    CFLAGS="$map" CXXFLAGS="$map" ASMFLAGS="$map" "${extra_cflags[@]}")
         [ "$libs_id" = in-tree ] || genv+=(GIT_CEILING_DIRECTORIES="$(dirname "$tree")")
         rm -f "$work/key"
         # CMake caches the flags at the first configure: a changed configuration starts afresh.
-        local conf; conf=$(printf '%s\n' "${genv[@]}" "$board_dir" "${manifest_arg[@]}" "$picotool_dir" | sha256sum)
+        # So does a changed board config (mpconfigboard.h, .cmake, pins.csv...):
+        # make rebuilds the objects that include it, but the QSTR list is
+        # collected incrementally, so a module the change switches on (say
+        # MICROPY_PY_SSL) fails to link on missing MP_QSTR_... names.  The
+        # board's Python files (board.py, manifests) only change the frozen
+        # part, which is regenerated below on every build anyway.
+        local board_conf; board_conf=$( (cd "$board_dir" && find . -type f ! -name '*.py' | LC_ALL=C sort \
+                                          | while read -r f; do echo "$f"; cat "$f"; done) | sha256sum)
+        local conf; conf=$(printf '%s\n' "${genv[@]}" "$board_dir" "$board_conf" "${manifest_arg[@]}" "$picotool_dir" | sha256sum)
         [ "$(cat "$work/configured" 2>/dev/null)" = "$conf" ] || rm -rf "$b" "$work/configured"
         "${genv[@]}" cmake -S "$tree/ports/rp2" -B "$b" -DPICO_BUILD_DOCS=0 \
             -DMICROPY_BOARD="$BOARD" -DMICROPY_BOARD_DIR="$board_dir" "${manifest_arg[@]}" \
@@ -214,6 +235,7 @@ build_esp32() {
     [ -n "$(ls -A "$mpy_src/lib/berkeley-db-1.xx" 2>/dev/null)" ] \
         || die "$mpy_src has no lib/berkeley-db-1.xx (Debian's source package strips submodules) and the esp32 port needs it.
   Set MICROPY_DIR to a MicroPython v1.25.0 checkout and run 'make -C \$MICROPY_DIR/ports/esp32 submodules' in it."
+    [ "$mode" != --no-tls ] || die "--no-tls is for RP2040 boards (an ESP32 image keeps the port's own ssl)"
     local variant=$BOARD manifest=()
     if [ $baseline = 1 ]; then
         variant=$BOARD-baseline

@@ -23,7 +23,7 @@ flash: firmware-tools  ## write BOARD's image (or IMAGE=file) to the board: PORT
 deploy: firmware-tools  ## copy the app ($(APP)/config.py, main.py) to the board on PORT= with mpremote, reset it
 	@firmware/deploy.sh
 
-size:  ## flash bytes our frozen modules take in BOARD's image, vs. the same board without them
+size:  ## flash bytes our frozen modules take in BOARD's image, vs. the same board without them; and what TLS takes (RP2040)
 	@firmware/size.sh "$(BOARD)"
 
 .PHONY: firmware-tools firmware firmware-check flash deploy size

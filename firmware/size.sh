@@ -9,6 +9,11 @@
 # footprint (text + data of the ELF) is what our modules cost, qstrs
 # included.  A per-module split (from the ELF's symbols; shared qstrs
 # are not in it) follows.
+#
+# RP2040 boards also report what TLS costs: a third build (cached too), the
+# same board with -DMICROPY_PY_SSL=0; the difference is the tls module plus
+# the mbedTLS code it pulls in (the hashes and ciphers hashlib and cryptolib
+# already use from mbedTLS are in both images, so they are not counted).
 set -euo pipefail
 me=size
 . "$(dirname "$0")/common.sh"
@@ -25,13 +30,15 @@ esac
 
 firmware/build.sh "$BOARD"
 base_elf=$(firmware/build.sh "$BOARD" --baseline)
+notls_elf=
+[ "$port" = rp2 ] && notls_elf=$(firmware/build.sh "$BOARD" --no-tls)
 full_elf=$top/firmware/$BOARD.elf
 
 # Our modules' names, as the frozen code's symbols spell them (board.py and modules/).
 ours=$( (echo board; cd modules && find . -name '*.py' | sed 's|^\./||; s|\.py$||; s|/|_|g') | LC_ALL=C sort)
-python3 - "$size_tool" "$nm_tool" "$full_elf" "$base_elf" "$BOARD" $ours <<'PY'
+python3 - "$size_tool" "$nm_tool" "$full_elf" "$base_elf" "${notls_elf:--}" "$BOARD" $ours <<'PY'
 import re, subprocess, sys
-size_tool, nm_tool, full, base, board, *ours = sys.argv[1:]
+size_tool, nm_tool, full, base, notls, board, *ours = sys.argv[1:]
 
 def flash(elf):  # text + data: what the image occupies in flash
     out = subprocess.run([size_tool, elf], capture_output=True, text=True, check=True).stdout
@@ -43,6 +50,10 @@ print("%s: flash used (text+data)" % board)
 print("  %-32s %8d bytes" % ("without our modules (baseline)", b))
 print("  %-32s %8d bytes" % ("with board.py + modules/", f))
 print("  %-32s %8d bytes (%.1f KiB)" % ("our frozen modules take", f - b, (f - b) / 1024))
+if notls != "-":
+    n = flash(notls)
+    print("  %-32s %8d bytes" % ("without TLS (MICROPY_PY_SSL=0)", n))
+    print("  %-32s %8d bytes (%.1f KiB)" % ("TLS (tls module + mbedTLS) takes", f - n, (f - n) / 1024))
 
 # Per module: the sizes of the symbols mpy-tool names after each frozen module.
 nm = subprocess.run([nm_tool, "-S", full], capture_output=True, text=True, check=True).stdout

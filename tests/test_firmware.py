@@ -157,6 +157,35 @@ def test_rp2_elf_contains_every_frozen_module(rp2_image):
         assert " frozen_module_%s\n" % name.replace("/", "_") in syms, name
 
 
+def test_rp2_board_config_enables_tls():
+    # rp2's mpconfigport.h turns the tls module on only for networked boards
+    with open(os.path.join(ROOT, "boards", "RPI_PICO_MQTT", "mpconfigboard.h")) as f:
+        assert re.search(r"^#define MICROPY_PY_SSL\s+\(1\)", f.read(), re.M)
+
+
+def test_rp2_elf_has_the_tls_module(rp2_image):
+    syms = run(["arm-none-eabi-nm", rp2_image[1]]).stdout
+    for sym in ("mp_module_tls", "mbedtls_ssl_handshake", "mbedtls_x509_crt_parse"):
+        assert re.search(r" %s\n" % sym, syms), sym
+
+
+def test_tls_imports_on_the_emulated_board(rp2_image, tmp_path):
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "emulator"))
+    from emulated_board import EmulatedBoard
+    with open(os.path.join(ROOT, "firmware", "common.sh")) as f:
+        mbedtls = re.search(r"^MBEDTLS_DEB_VERSION=(\S+)", f.read(), re.M).group(1).split("-")[0]
+    b = EmulatedBoard(image=rp2_image[0], flash=tmp_path / "flash.bin", deadline=300)
+    b.start()
+    try:
+        b.repl_prompt(timeout=20)
+        out = b.exec("import tls; print(tls.MBEDTLS_VERSION); "
+                     "c = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT); print(c.verify_mode == tls.CERT_REQUIRED)")
+    finally:
+        b.stop()
+    assert out == "Mbed TLS %s\nTrue\n" % mbedtls, out
+
+
 def test_rp2_image_holds_no_absolute_path(rp2_image):
     for f in rp2_image:
         data = open(f, "rb").read()
@@ -197,6 +226,9 @@ def test_size_reports_what_our_modules_take(rp2_image):
     assert 1000 < took < base, out
     for name in our_modules():
         assert re.search(r"^\s+%s\s+\d+ bytes" % name, out, re.M), out
+    tls = int(re.search(r"TLS \(tls module \+ mbedTLS\) takes\s+(\d+) bytes", out).group(1))
+    notls = int(re.search(r"without TLS \(MICROPY_PY_SSL=0\)\s+(\d+) bytes", out).group(1))
+    assert 20000 < tls < notls, out
 
 
 # ---- flash, without a board ---------------------------------------------

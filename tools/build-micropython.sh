@@ -7,6 +7,12 @@
 # Leaves build/micropython and build/mpy-cross.  The build is cached under
 # .cache/ keyed by the source tree and the content of everything frozen, so
 # a second run that changed nothing copies the cached binary in seconds.
+#
+# The `tls` module (extmod/modtls_mbedtls.c) is in: mbedTLS comes from the
+# same Debian source package the RP2040 image uses (MBEDTLS_DEB_VERSION in
+# firmware/common.sh), built once into static libraries with MicroPython's
+# own unix mbedTLS config (TLS 1.2, 16 KiB in / 4 KiB out, as on the board)
+# and cached apart from the port, so libmbedtls-dev is not needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -24,9 +30,13 @@ done
 micropython_source unix
 src=$mpy_src src_id=$mpy_id tag=$mpy_tag
 
-# Everything that changes the binary: the source identity, the manifests,
-# the frozen modules and this script.
-key=$( { echo "$src_id"; cat tools/build-micropython.sh tools/unix-manifest.py manifest.py;
+# mbedTLS: the version pinned for the images (one place: firmware/common.sh).
+mbedtls_ver=$(sed -n 's/^MBEDTLS_DEB_VERSION=\([^ #]*\).*/\1/p' firmware/common.sh)
+[ -n "$mbedtls_ver" ] || die "no MBEDTLS_DEB_VERSION in firmware/common.sh"
+
+# Everything that changes the binary: the source identity, the mbedTLS
+# version, the manifests, the frozen modules and this script.
+key=$( { echo "$src_id mbedtls-$mbedtls_ver"; cat tools/build-micropython.sh tools/unix-manifest.py manifest.py;
          find manifests modules -type f -name '*.py' | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done; } \
        | sha256sum | cut -c1-16)
 work=$top/.cache/unix-build/$tag
@@ -62,6 +72,47 @@ run() {
 }
 
 start=$(date +%s)
+
+# mbedTLS.  Debian's micropython links the system's mbedTLS (its patch
+# 0006 makes extmod.mk add -lmbedx509 -lmbedtls -lmbedcrypto instead of
+# compiling lib/mbedtls): we give it static libraries of our own, built with
+# mbedTLS's Makefile from a private copy of the source (the shared Debian
+# folder stays pristine) and MicroPython's ports/unix mbedTLS config.  An
+# upstream tree (MICROPY_DIR, extmod.mk unpatched) compiles its own
+# lib/mbedtls submodule with the same config instead.
+ssl_args=(MICROPY_PY_SSL=1 MICROPY_SSL_MBEDTLS=1 MICROPY_SSL_AXTLS=0)
+if grep -q -- '-lmbedtls' "$src/extmod/extmod.mk"; then
+    tls_src=$top/.cache/debian/mbedtls-$mbedtls_ver
+    tools/debian-source.sh source mbedtls "$mbedtls_ver" "$tls_src"
+    tls_conf=$src/ports/unix/mbedtls/mbedtls_config_port.h
+    [ -f "$tls_conf" ] || die "$tls_conf not found"
+    tls_def="-DMBEDTLS_CONFIG_FILE='\"$tls_conf\"'"
+    tls=$work/mbedtls-$mbedtls_ver
+    # Keyed by the version, the config headers and the flags.
+    tls_key=$( { echo "$mbedtls_ver $tls_def"; gcc --version | head -1
+                 cat "$tls_conf" "$src/extmod/mbedtls/mbedtls_config_common.h"; } | sha256sum | cut -c1-16)
+    if [ "$(cat "$tls/key" 2>/dev/null)" != "$tls_key" ] || [ ! -f "$tls/library/libmbedcrypto.a" ]; then
+        say "building mbedTLS $mbedtls_ver static libraries (once; log: $log)"
+        rm -rf "$tls"
+        mkdir -p "$tls"
+        # (scripts/: the generated sources' order-only prerequisites; the
+        # generated files themselves ship in the source and are not remade.)
+        mkdir -p "$tls/framework"
+        cp -a "$tls_src/include" "$tls_src/library" "$tls_src/3rdparty" "$tls_src/scripts" "$tls/"
+        cp -a "$tls_src/framework/scripts" "$tls/framework/"
+        run make -C "$tls/library" -j"$JOBS" libmbedcrypto.a libmbedx509.a libmbedtls.a \
+            CFLAGS="-O2 -I$src -I$src/ports/unix $tls_def"
+        echo "$tls_key" > "$tls/key"
+    fi
+    # extmod.mk's -l flags find these through -L; the group resolves the
+    # static libraries' references to each other whatever their order.
+    ssl_args+=(CFLAGS_EXTRA="-I$tls/include $tls_def"
+               LDFLAGS_EXTRA="-L$tls/library -Wl,--start-group $tls/library/libmbedtls.a $tls/library/libmbedx509.a $tls/library/libmbedcrypto.a -Wl,--end-group")
+else
+    [ -f "$src/lib/mbedtls/library/ssl_tls.c" ] \
+        || die "$src has no lib/mbedtls (the tls module needs it); run 'make -C $src/ports/unix submodules'"
+fi
+
 say "building mpy-cross from $src (log: $log)"
 run make -C "$src/mpy-cross" -j"$JOBS" BUILD="$work/mpy-cross-build"
 say "building the unix port with manifest.py frozen in"
@@ -71,10 +122,18 @@ say "building the unix port with manifest.py frozen in"
 # another checkout sharing this cache (a worktree of an older commit).  The
 # frozen part is small (~1 s): rebuild it every time the key changed.
 rm -rf "$work/unix-build/frozen_content.c" "$work/unix-build/frozen_mpy"
-run make -C "$src/ports/unix" -j"$JOBS" BUILD="$work/unix-build" \
-    MICROPY_MPYCROSS="$work/mpy-cross-build/mpy-cross" MICROPY_MPYCROSS_DEPENDENCY="$work/mpy-cross-build/mpy-cross" \
-    FROZEN_MANIFEST="$top/tools/unix-manifest.py" MPY_LIB_DIR="$work/empty-lib" \
-    MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0 MICROPY_PY_SSL=0 MICROPY_SSL_MBEDTLS=0 MICROPY_SSL_AXTLS=0
+port_args=(BUILD="$work/unix-build"
+    MICROPY_MPYCROSS="$work/mpy-cross-build/mpy-cross" MICROPY_MPYCROSS_DEPENDENCY="$work/mpy-cross-build/mpy-cross"
+    FROZEN_MANIFEST="$top/tools/unix-manifest.py" MPY_LIB_DIR="$work/empty-lib"
+    MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0 "${ssl_args[@]}")
+# make does not rebuild objects (nor the QSTR list) when only the options
+# change: a build made with other options starts afresh.
+conf=$(printf '%s\n' "${port_args[@]}" | sha256sum | cut -c1-16)
+if [ "$(cat "$work/configured" 2>/dev/null)" != "$conf" ]; then
+    rm -rf "$work/unix-build" "$work/configured"
+fi
+run make -C "$src/ports/unix" -j"$JOBS" "${port_args[@]}"
+echo "$conf" > "$work/configured"
 cp "$work/unix-build/micropython" "$work/micropython"
 cp "$work/mpy-cross-build/mpy-cross" "$work/mpy-cross"
 echo "$key" > "$work/key"
