@@ -27,7 +27,15 @@ What the simulator answers follows the SIM800 Series AT Command Manual
     *then* the STATE line; AT+CIPSHUT answers SHUT OK, AT+CIPCLOSE CLOSE OK;
   * URCs between lines: CLOSED, +PDP: DEACT, RING, UNDER-VOLTAGE WARNNING
     (sic), UNDER-VOLTAGE POWER DOWN, and after a reset RDY, +CFUN: 1,
-    +CPIN: READY, Call Ready, SMS Ready.
+    +CPIN: READY, Call Ready, SMS Ready;
+  * network time: AT+CLTS? / AT+CLTS=<0|1> ("get local timestamp"; the
+    setting in effect at power-up is the one AT&W saved, so AT+CLTS=1 acts
+    from the next boot on, as on a module), AT+CCLK? answering
+    +CCLK: "yy/MM/dd,hh:mm:ss±zz" (local time, zz the zone in quarter
+    hours), AT+CCLK="..." setting it; with CLTS on at power-up, the URCs
+    *PSUTTZ: <year>,<month>,<day>,<hour>,<min>,<sec>,"<zone>",<dst> (UTC
+    fields) and DST: <dst> once, right after the first AT+CREG?/AT+CGREG?
+    reply that reports registration.
 
 Fault injection (each one is used by tests/test_sim800l*.py):
   global knobs  delay_ms (every response late), split (responses written in
@@ -36,7 +44,8 @@ Fault injection (each one is used by tests/test_sim800l*.py):
                 command line arrives (counted from arming);
   fire(kind, **arg)  fires now, from any thread.
   kinds: delay, split, urc_mid, garbage, send_fail, connect_fail, closed,
-         pdp_deact, silence, reset, power_down, drop_rx_urc, urc;
+         pdp_deact, silence, reset, power_down, drop_rx_urc, urc, nitz (the
+         network's time URCs now: *PSUTTZ and DST; the modem's clock is set);
   junk (a hostile modem): mangle (the reply's info line gets non-UTF-8
          bytes, how="bytes", or letters for digits, how="letters"),
          urc_stream (unknown URCs every every_ms for seconds; swallow=True:
@@ -52,6 +61,8 @@ CLI:  python3 host/sim800l_sim.py --pty            prints  PTY /dev/pts/N
       python3 host/sim800l_sim.py --tcp 5000       prints  TCP 127.0.0.1:5000
       --dns name=1.2.3.4 maps names for AT+CIPSTART/AT+CDNSGIP; -v logs the dialogue;
       --arm "mangle on=AT+CSQ nth=1 how=letters" arms a fault (repeatable);
+      --clts 1 (CLTS saved on), --cclk unset|host|SECONDS (the modem's clock),
+      --cclk-zone 32 (quarter hours), --no-nitz (no *PSUTTZ after registration);
       --chaos 0.1,200 --kinds hostile --seed 3 fires random ones.
 """
 import argparse
@@ -63,6 +74,8 @@ import sys
 import threading
 import time
 
+# The SIM800's own clock at power-up, before the network has set it.
+RTC_POWER_ON = (2004, 1, 1, 0, 0, 0)
 BOOT_URCS = (b"RDY", b"+CFUN: 1", b"+CPIN: READY", b"Call Ready", b"SMS Ready")
 RX_MAX = 1460          # manual: <reqlength> of AT+CIPRXGET=2 is 1..1460
 SEND_MAX = 1460        # what AT+CIPSEND? reports for a TCP link
@@ -91,9 +104,11 @@ JUNK_KINDS = (
 HOSTILE_KINDS = CHAOS_KINDS + JUNK_KINDS
 KIND_SETS = {"classic": CHAOS_KINDS, "junk": JUNK_KINDS, "hostile": HOSTILE_KINDS}
 
-# URCs a SIM800 may send that the driver does not act on (network time, SMS,
-# USSD, indicators): what an urc_stream sends.
-UNKNOWN_URCS = (b"+CTZV: 32,0", b'*PSUTTZ: 2026,12,1,1,14,45,"+32",0', b"DST: 0",
+# URCs a SIM800 may send that the driver does not act on (time zone, SMS,
+# USSD, indicators): what an urc_stream sends.  The driver acts on a
+# well-formed *PSUTTZ (network time): the one here is malformed (month 13),
+# so it stays junk to the driver, counted and ignored, and sets no clock.
+UNKNOWN_URCS = (b"+CTZV: 32,0", b'*PSUTTZ: 2026,13,1,1,14,45,"+32",0', b"DST: 0",
                 b'+CIEV: 10,"26201","",""', b'+CMTI: "SM",1', b"+CUSD: 0",
                 b"+CSMINS: 0,1")
 DIGITS_TO_LETTERS = bytes.maketrans(b"0123456789", b"abcdefghij")
@@ -125,13 +140,23 @@ class Sim800L:
     def __init__(self, dns=None, delay_ms=0, split=0, split_gap_ms=1,
                  registration=1, reg_delay_ms=0, sim="READY", csq=(18, 0),
                  expect_apn=None, rx_buffer=8192, miss_rx_urc=False,
-                 boot_ms=30, verbose=False, seed=None):
+                 boot_ms=30, verbose=False, seed=None, clts=0, cclk="host",
+                 cclk_zone=0, nitz=True):
         self.dns = dict(dns or {})
         self.delay_ms, self.split, self.split_gap_ms = delay_ms, split, split_gap_ms
         self.registration, self.reg_delay_ms = registration, reg_delay_ms
         self.sim, self.csq, self.expect_apn = sim, csq, expect_apn
         self.rx_buffer, self.miss_rx_urc = rx_buffer, miss_rx_urc
         self.boot_ms, self.verbose = boot_ms, verbose
+        # Network time.  clts: AT+CLTS as saved (AT&W; 0 is the factory
+        # setting), in effect from each power-up.  cclk: the modem's clock at
+        # power-up, "host" (the host's UTC time: the network has set it),
+        # "unset" (its own RTC from 2004/01/01,00:00:00 on, until the network
+        # sends its time) or a number (the host's time plus that many seconds:
+        # a wrong clock).  cclk_zone: quarter hours east of UTC (AT+CCLK? shows
+        # local time).  nitz: send *PSUTTZ and DST after registration if CLTS
+        # was on at power-up.
+        self.clts_saved, self.cclk, self.cclk_zone, self.nitz = clts, cclk, cclk_zone, nitz
         self.rand = random.Random(seed)
         self.lock = threading.RLock()
         self.faults = []
@@ -157,6 +182,13 @@ class Sim800L:
     # ---- modem state -------------------------------------------------
     def _power_on_defaults(self):
         self.echo = True
+        self.clts = self.clts_saved
+        self.clts_at_boot = self.clts_saved
+        self.nitz_sent = False
+        # The modem's clock: seconds to add to the host's UTC time, or None:
+        # unset (it counts from RTC_POWER_ON since boot).
+        self.rtc = None if self.cclk == "unset" else (0 if self.cclk == "host" else float(self.cclk))
+        self.rtc_zone = self.cclk_zone   # the zone it shows (AT+CCLK= may change it)
         self.mux = 0
         self.rxget = 0
         self.qsend = 0
@@ -296,6 +328,8 @@ class Sim800L:
             self._reset()
         elif kind == "urc":
             self._urc(arg["text"])
+        elif kind == "nitz":
+            self._nitz()
         elif kind == "drop_rx_urc":
             self.rx_reported = True     # as if reported: the URC never comes
         elif kind == "mangle":
@@ -606,7 +640,7 @@ class Sim800L:
             self.urc_mid = None
             if fault is not None and fault.kind == "mangle":
                 self.mangle = None      # this command's reply had no info line
-        if fault is not None and fault.kind in ("closed", "pdp_deact", "urc"):
+        if fault is not None and fault.kind in ("closed", "pdp_deact", "urc", "nitz"):
             if self.data_left or self.data_ctrlz:
                 self.post_fault = fault     # after the data and its confirmation
             else:
@@ -652,10 +686,73 @@ class Sim800L:
         stat = self.registration
         if (time.monotonic() - self.boot_time) * 1000 < self.reg_delay_ms:
             stat = 2                      # not registered, searching
-        return self._ok(name + b": 0,%d" % stat)
+        self._ok(name + b": 0,%d" % stat)
+        return self._registered(stat)
 
     def _at_cgreg(self, rest, arg):
         return self._at_creg(rest, arg, b"+CGREG")
+
+    # ---- network time --------------------------------------------------------
+    def _nitz(self):
+        """The network's time: *PSUTTZ (fields in UTC, the zone in quarter
+        hours, not padded, as modules print it) and DST; the modem's clock is
+        now right."""
+        self.nitz_sent = True
+        self.rtc, self.rtc_zone = 0, self.cclk_zone
+        t = time.gmtime(time.time())
+        self._urc(b'*PSUTTZ: %d,%d,%d,%d,%d,%d,"%+d",0' % (t.tm_year, t.tm_mon, t.tm_mday,
+                                                           t.tm_hour, t.tm_min, t.tm_sec, self.cclk_zone))
+        self._urc(b"DST: 0")
+
+    def _registered(self, stat):
+        """After a reply that reports registration: the network's time, once
+        per power-up, if CLTS was on when the modem booted."""
+        if stat in (1, 5) and self.nitz and self.clts_at_boot and not self.nitz_sent:
+            self._nitz()
+
+    def _clock_now(self):
+        """The modem's clock: (local time as a struct_time, its zone)."""
+        if self.rtc is None:             # its own, from power-up: no zone
+            import calendar
+            return time.gmtime(calendar.timegm(RTC_POWER_ON + (0, 0, 0)) +
+                               time.monotonic() - self.boot_time), 0
+        return time.gmtime(time.time() + self.rtc + self.rtc_zone * 900), self.rtc_zone
+
+    def _at_clts(self, rest, arg):
+        if rest == b"?":
+            return self._ok(b"+CLTS: %d" % self.clts)
+        if rest == b"=?":
+            return self._ok(b"+CLTS: (0,1)")
+        if rest in (b"=0", b"=1"):
+            self.clts = int(rest[1:])
+            return self._ok()
+        return self._error()
+
+    def _at_w(self, rest, arg):          # AT&W: save the settings (here: AT+CLTS)
+        if rest:
+            return self._error()
+        self.clts_saved = self.clts
+        return self._ok()
+
+    def _at_cclk(self, rest, arg):
+        if rest == b"?":
+            t, zone = self._clock_now()
+            return self._ok(b'+CCLK: "%02d/%02d/%02d,%02d:%02d:%02d%+03d"' % (
+                t.tm_year % 100, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, zone))
+        if rest == b"=?":
+            return self._ok()
+        v = arg.strip()
+        try:                             # ="yy/MM/dd,hh:mm:ss±zz" (local time and its zone)
+            assert len(v) == 22 and v[0] == v[-1] == 34 and v[18] in b"+-"
+            import calendar
+            local = calendar.timegm(time.strptime(v[1:18].decode(), "%y/%m/%d,%H:%M:%S"))
+            zone = int(v[18:21])
+            assert -96 <= zone <= 96
+        except (AssertionError, ValueError, UnicodeError):
+            return self._error()
+        self.rtc_zone = zone
+        self.rtc = local - zone * 900 - time.time()
+        return self._ok()
 
     def _at_cgatt(self, rest, arg):
         if rest == b"?":
@@ -767,13 +864,15 @@ class Sim800L:
         b"": _at,                        # AT, and every unknown command: ERROR
         b"E": _at_e,                     # ATE0 / ATE1
         b"I": _at_i,
-        b"&W": accepts(b""),
+        b"&W": _at_w,
         b"+IPR": accepts(b"="),
         b"+IFC": accepts(b"=0,0"),
         b"+CMEE": accepts(b"="),
         b"+CFUN": accepts(b"="),
         b"+CIURC": accepts(b"=0"),
         b"+CBATCHK": accepts(b"=1"),
+        b"+CLTS": _at_clts,
+        b"+CCLK": _at_cclk,
         b"+CPIN": _at_cpin,
         b"+CSQ": _at_csq,
         b"+CREG": _at_creg,
@@ -974,10 +1073,19 @@ def main(argv=None):
     ap.add_argument("--kinds", choices=sorted(KIND_SETS), default="classic",
                     help="what --chaos draws from")
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--clts", type=int, choices=(0, 1), default=0,
+                    help="AT+CLTS as saved at power-up (network time URCs when 1)")
+    ap.add_argument("--cclk", default="host", metavar="host|unset|SECONDS",
+                    help="the modem's clock: the host's UTC time, unset (2004/01/01), or off by SECONDS")
+    ap.add_argument("--cclk-zone", type=int, default=0, metavar="QUARTERS",
+                    help="time zone in quarter hours (+32: UTC+8)")
+    ap.add_argument("--no-nitz", action="store_true", help="no *PSUTTZ/DST after registration")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     sim = Sim800L(dns=dict(x.split("=", 1) for x in a.dns), delay_ms=a.delay_ms,
-                  split=a.split, verbose=a.verbose, seed=a.seed)
+                  split=a.split, verbose=a.verbose, seed=a.seed, clts=a.clts,
+                  cclk=a.cclk if a.cclk in ("host", "unset") else float(a.cclk),
+                  cclk_zone=a.cclk_zone, nitz=not a.no_nitz)
     for spec in a.arm:
         kind, kw = parse_fault(spec)
         sim.arm(kind, **kw)

@@ -110,6 +110,18 @@ class SIM800L(_Bringup):
     def start_blocking(self, hard_reset=False):
         self._run(self._g_start(hard_reset))
 
+    async def read_clock(self):
+        """AT+CCLK? now (the modem must be up): the network's time as UTC
+        seconds since 1970, or None if the modem's clock is not set (or it
+        answers ERROR); sets network_time and the board's clock like the
+        bring-up does.  Its deadline is the "at" one."""
+        await self._arun(self._g_read_clock())
+        return self._clock_read
+
+    def read_clock_blocking(self):
+        self._run(self._g_read_clock())
+        return self._clock_read
+
     def socket_class(self, async_=False):
         """A class the MQTT client can instantiate with no arguments."""
         modem = self

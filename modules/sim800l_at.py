@@ -10,6 +10,10 @@ these and decide how to wait.  Nothing here allocates per byte or per line
 (tests: test_parser_allocates_nothing).
 
 To add a URC: one branch in `_urc`, under the line's first byte.
+
+Network time (see docs/sim800l.md "Network time"): the *PSUTTZ URC is
+parsed here and handed to _set_time (sim800l_bringup), which keeps it
+as UTC (network_time) and sets the board's clock.
 """
 import errno
 
@@ -37,6 +41,10 @@ R_PROMPT = const(2048)      # the "> " of AT+CIPSEND
 R_FINAL = const(3)          # R_OK | R_ERROR
 
 _LINE_MAX = const(128)
+# A modem clock before this year was never set by the network (the SIM800's
+# own RTC starts at 2004/01/01 at power-up): not a time to trust.
+MIN_YEAR = const(2024)
+
 # Bytes parsed per pump: a modem (or line noise) that never stops talking must
 # not keep a command past its deadline, nor the other tasks from running.
 # At 115200 baud a 1 ms poll sees ~12 bytes; this only bites on a flood.
@@ -71,6 +79,7 @@ class _AT:
         self._ln = 0
         self._info = bytearray(_LINE_MAX)
         self._info_n = 0
+        self._clk = [0, 0, 0, 0, 0, 0]   # a *PSUTTZ's fields, parsed in place
         self._want = None
         self._rx = bytearray(min(rxbuf, 1460))
         self._data_left = 0              # raw bytes still due in a +CIPRXGET: 2 block
@@ -82,6 +91,16 @@ class _AT:
         self._expect_cpin = False        # "+CPIN: READY" is an answer, not a reboot
         self.at_commands = self.uart_tx = self.uart_rx = self.urcs = 0
         self.warnings = self.rings = self.reboots = self.junk = 0
+        # Network time: UTC seconds since 1970 and the ticks_ms() it was taken
+        # at, where it came from ("+CCLK", "*PSUTTZ"), whether machine.RTC
+        # was set, and why the last attempt gave no time (None: it did).
+        self.network_time = None
+        self.network_time_ms = 0
+        self.clock_source = None
+        self.clock_set = False
+        self.clock_note = None
+        self.clock_errors = 0            # ERROR answers to AT+CLTS?/AT+CLTS=1/AT+CCLK?
+        self._clock_read = None          # what the last AT+CCLK? gave (read_clock)
 
     # ---- the parser ----------------------------------------------------------
     def _pump(self):
@@ -158,6 +177,11 @@ class _AT:
                 self._rebooted()
             else:
                 return False
+        elif c == 42:                                            # '*'
+            if self._pre(b"*PSUTTZ: ") and self._psuttz():
+                self.urcs += 1                                   # network time (CLTS=1)
+            else:
+                return False                                     # malformed: junk
         elif c == 67:                                            # 'C'
             if self._is(b"CLOSED"):                              # the peer closed the link
                 self._peer_closed = True
@@ -261,6 +285,39 @@ class _AT:
             i += 1
         self._end = i
         return v
+
+    def _psuttz(self):
+        """'*PSUTTZ: <year>,<month>,<day>,<hour>,<min>,<sec>,"<zone>",<dst>'
+        (manual: "Refresh time and time zone by network", sent after
+        registration with AT+CLTS=1).  The manual does not say whether the
+        fields are local time or UTC.  They come from NITZ, whose "time zone
+        and time" (3GPP TS 24.008) is universal time plus the zone, so they
+        are taken as UTC (not checked on a real module here) and the zone
+        is not subtracted.  Exactly 8 fields, the zone a signed number in
+        quotes; anything else (or an implausible date) is junk: False.
+        Rare (once per registration): applying it allocates a little."""
+        line, n, i = self._line, self._ln, 9
+        f = self._clk
+        for k in range(6):
+            v = self._num(i)
+            if self._end == i or self._end - i > 4 or self._end >= n or line[self._end] != 44:
+                return False
+            f[k] = v
+            i = self._end + 1
+        if n - i < 6 or line[i] != 34 or (line[i + 1] != 43 and line[i + 1] != 45):  # '"+', '"-'
+            return False
+        z = self._num(i + 2)
+        if self._end == i + 2 or self._end - i > 4 or self._end + 2 >= n or \
+                line[self._end] != 34 or line[self._end + 1] != 44:
+            return False
+        self._num(self._end + 2)                                 # <dst>: 0, 1, 2
+        if self._end != n:
+            return False
+        if line[i + 1] == 45:
+            z = -z
+        # The zone is checked, not used: the fields are UTC already.
+        return -96 <= z <= 96 and self._set_time(f[0], f[1], f[2], f[3], f[4], f[5], 0,
+                                                  "*PSUTTZ") == 0
 
     def _rx_header(self):
         """'+CIPRXGET: 2,<got>[,<left>]': arm the raw copy of <got> bytes.

@@ -1,20 +1,70 @@
 """The SIM800L's rare paths, as generators: bring-up, GPRS context, connect, close.
 
 Owns: the scripts that run once per power-up or per connection (AT sync,
-SIM, registration, GPRS context, AT+CIPSTART, AT+CIPCLOSE), each a
+SIM, registration, network time, GPRS context, AT+CIPSTART, AT+CIPCLOSE), each a
 generator that sends a command and yields until its result or deadline,
 and the two drivers that run them: _run (sync: sleep_ms between steps) and
 _arun (async: asyncio between steps; one dialogue at a time).  A generator
 object per command is fine here: these run seldom.  The data path (a
 publish, a receive) is not here: see sim800l.py, it allocates nothing.
+
+Network time (docs/sim800l.md "Network time"): _g_clock at bring-up
+(AT+CLTS?, AT+CCLK?), and _set_time, which the parser also calls for a
+*PSUTTZ URC: the time as UTC seconds (network_time) and the board's clock
+(_set_rtc, machine.RTC where there is one).
 """
 import errno
 
 from mpcompat import asleep_ms, sleep_ms, ticks_diff, ticks_ms
-from sim800l_at import _AT
+from sim800l_at import _AT, MIN_YEAR
 from sim800l_at import (R_ALREADY as _ALREADY, R_CLOSE_OK as _CLOSE_OK, R_CONNECT_FAIL as _CONNECT_FAIL,
                         R_CONNECT_OK as _CONNECT_OK, R_ERROR as _ERROR, R_FINAL as _FINAL,
                         R_INFO as _INFO, R_OK as _OK, R_SHUT_OK as _SHUT_OK)
+
+
+try:
+    from machine import RTC as _RTC     # rp2, esp32: the board's clock (TLS checks dates)
+except ImportError:                     # CPython, the unix port: the system clock is not ours
+    _RTC = None
+
+
+def _days(y, m, d):
+    """Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's
+    days_from_civil): no time.mktime, whose epoch is 2000 on some ports."""
+    if m <= 2:
+        y -= 1
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def _civil(z):
+    """(year, month, day) of day z since 1970-01-01 (civil_from_days)."""
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    m = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (m <= 2), m, doy - (153 * mp + 2) // 5 + 1
+
+
+def _set_rtc(t):
+    """Set machine.RTC to UTC second t; False where there is none (or it
+    refuses).  rp2 and esp32 take (year, month, day, weekday, hours,
+    minutes, seconds, subseconds); weekday 0 is Monday (rp2 recomputes it)."""
+    if _RTC is None:
+        return False
+    days = t // 86400
+    s = t - days * 86400
+    y, m, d = _civil(days)
+    try:
+        _RTC().datetime((y, m, d, (days + 3) % 7, s // 3600, s // 60 % 60, s % 60, 0))
+    except Exception:  # noqa: B902 -- a board clock that refuses is no reason to fail
+        return False
+    return True
 
 
 class _Bringup(_AT):
@@ -196,8 +246,96 @@ class _Bringup(_AT):
                 self.rssi = rssi
             else:
                 self.junk += 1           # a mangled reply: the level is not known
+        yield from self._g_clock()
         yield from self._g_context()
         return boots
+
+    # ---- network time (docs/sim800l.md "Network time") -------------------------
+    def _g_clock(self):
+        """AT+CLTS? ("get local timestamp"): if off, AT+CLTS=1 and AT&W (the
+        setting is saved and takes effect from the next registration on: a
+        module switched on for the first time gets the network's time only
+        after a restart); then AT+CCLK?.  Two round trips (four the first
+        time).  A modem that answers ERROR (a clone) does not fail the
+        bring-up: the clock stays unset (clock_errors, clock_note)."""
+        seen = yield from self._g_cmd(b"AT+CLTS?\r", _FINAL, None, b"+CLTS:")
+        if seen & _INFO:
+            clts = self._info_number(6)
+            if clts == 0:
+                if (yield from self._g_cmd(b"AT+CLTS=1\r")) & _ERROR:
+                    self.clock_errors += 1
+                else:
+                    yield from self._g_cmd(b"AT&W\r")   # saved (an ERROR here changes nothing now)
+            elif clts != 1:
+                self.junk += 1           # a mangled reply: leave the setting alone
+        else:
+            self.clock_errors += 1       # no network time from this modem, probably
+        yield from self._g_read_clock()
+
+    def _g_read_clock(self):
+        """AT+CCLK?: the modem's clock, into network_time and the board's clock
+        if the network has set it.  self._clock_read: the UTC seconds, or None."""
+        self._clock_read = None
+        seen = yield from self._g_cmd(b"AT+CCLK?\r", _FINAL, None, b"+CCLK:")
+        if not seen & _INFO:
+            self.clock_errors += 1
+            self.clock_note = "AT+CCLK?: ERROR"
+            return
+        r = self._cclk()
+        if r == 0:
+            self._clock_read = self.network_time
+            return
+        if r == 1:                       # its power-on default: the network never set it
+            self.clock_note = "modem clock not set: " + self._info_text()[7:]
+        else:
+            self.junk += 1
+            self.clock_note = "+CCLK: unreadable"
+
+    def _set_time(self, y, mo, d, h, mi, s, zq, source):
+        """A local date and time and its zone (quarter hours east of UTC): keep
+        it as UTC (network_time) and set the board's clock.  -> 0 done,
+        1 a clock the network never set (year before MIN_YEAR), 2 no date."""
+        if not (1 <= mo <= 12 and 1 <= d <= 31 and 0 <= h < 24 and 0 <= mi < 60 and
+                0 <= s < 60 and -96 <= zq <= 96 and y < 2100):
+            return 2
+        if y < MIN_YEAR:
+            return 1
+        days = _days(y, mo, d)
+        if _civil(days) != (y, mo, d):   # 30 February
+            return 2
+        t = days * 86400 + h * 3600 + mi * 60 + s - zq * 900
+        self.network_time = t
+        self.network_time_ms = ticks_ms()
+        self.clock_source = source
+        self.clock_note = None
+        self.clock_set = _set_rtc(t) or self.clock_set
+        return 0
+
+    def _cclk(self):
+        """'+CCLK: "yy/MM/dd,hh:mm:ss±zz"' (3GPP 27.007: zz, the time zone in
+        quarter hours, -96..+96; a module without zones leaves it out) ->
+        _set_time's answer: 0 set, 1 the modem's clock was never set, 2 junk."""
+        t = self._info_text()
+        i, j = t.find('"'), t.rfind('"')
+        if i < 0 or j - i < 18 or t[:i].strip() != "+CCLK:" or t[j + 1:].strip():
+            return 2
+        v = t[i + 1:j]
+        if v[2] + v[5] + v[8] + v[11] + v[14] != "//,::":
+            return 2
+        f = [0, 0, 0, 0, 0, 0]
+        for k in range(6):               # yy MM dd hh mm ss
+            a = v[3 * k:3 * k + 2]
+            if not a.isdigit():
+                return 2
+            f[k] = int(a)
+        z = v[17:]
+        if z:
+            if z[0] not in "+-" or not 2 <= len(z) <= 3 or not z[1:].isdigit():
+                return 2
+            z = int(z[1:]) * (-1 if z[0] == "-" else 1)
+        else:
+            z = 0
+        return self._set_time(2000 + f[0], f[1], f[2], f[3], f[4], f[5], z, "+CCLK")
 
     def _g_context(self):
         """GPRS: from any state to IP STATUS with a local address."""

@@ -34,6 +34,18 @@ class SIM800L:
     rings: int
     reboots: int
     junk: int
+    network_time: int | None
+    """The network's time as UTC seconds since 1970 (from AT+CCLK? at bring-up or a
+    *PSUTTZ URC), taken at ticks_ms() network_time_ms; None until the network gave one."""
+    network_time_ms: int
+    clock_source: str | None
+    """Where network_time came from: "+CCLK", "*PSUTTZ", or None."""
+    clock_set: bool
+    """True once machine.RTC was set from it (never where there is no machine.RTC)."""
+    clock_note: str | None
+    """Why the last reading gave no time (e.g. 'AT+CCLK?: ERROR'); None after a good one."""
+    clock_errors: int
+    """ERROR answers to AT+CLTS?, AT+CLTS=1 or AT+CCLK? (a clone without network time)."""
     def __init__(self, uart: _UART, apn: str = "", user: str = "", password: str = "",
                  pin: str | int | None = None, rxbuf: int = 512, max_send: int = 1460,
                  timeouts: dict[str, int] | None = None, poll_ms: int = 1, rx_poll_ms: int = 1000,
@@ -41,6 +53,9 @@ class SIM800L:
     async def start(self, hard_reset: bool = False) -> None:
         """Bring the modem up (AT sync, SIM, network, GPRS); OSError with a reason."""
     def start_blocking(self, hard_reset: bool = False) -> None: ...
+    async def read_clock(self) -> int | None:
+        """AT+CCLK? now: UTC seconds since 1970 (and the board's clock set), or None."""
+    def read_clock_blocking(self) -> int | None: ...
     @overload
     def socket_class(self, async_: Literal[True]) -> type[AsyncModemSocket]: ...
     @overload

@@ -15,5 +15,8 @@ R_INFO: Final[int]
 R_PROMPT: Final[int]
 R_FINAL: Final[int]
 
+MIN_YEAR: Final[int]
+"""A modem clock before this year was never set by the network: not used."""
+
 TIMEOUTS: Final[dict[str, int]]
 """Default deadlines (ms) by kind: at, sync, sim, reg, cipshut, ciicr, cipstart, send, rx."""

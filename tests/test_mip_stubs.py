@@ -118,7 +118,7 @@ def test_mip_package_lists_exactly_the_frozen_modules():
 # ---- the component manifests (manifests/) ----------------------------------------
 
 COMPONENTS = ("mpcompat", "mqtt", "sim800l", "ota")
-CLIENT = ["mpcompat", "mqtt_codec", "mqtt_config", "mqtt_transport", "mqtt_reader", "mqtt_session",
+CLIENT = ["mpcompat", "mqtt_codec", "mqtt_config", "mqtt_transport", "mqtt_tls", "mqtt_reader", "mqtt_session",
           "mqtt_supervisor", "async_mqtt_client"]
 
 

@@ -68,6 +68,30 @@ def test_gprs_states_and_quirks(sim):  # noqa: F811
     assert t.ask(b"AT+CIPSTATUS", b"INITIAL\r\n").endswith(b"STATE: IP INITIAL\r\n")
 
 
+def test_network_time_dialogue(sim):  # noqa: F811
+    """AT+CLTS / AT&W / AT+CCLK? as the manual shows them, and the network's
+    time URCs after registration once CLTS is saved and the modem restarted."""
+    import re
+    t = Terminal(sim.port)
+    t.ask(b"ATE0")
+    assert t.ask(b"AT+CLTS?") == b"\r\n+CLTS: 0\r\n\r\nOK\r\n"            # factory setting
+    assert t.ask(b"AT+CLTS=1") == b"\r\nOK\r\n"
+    assert t.ask(b"AT&W") == b"\r\nOK\r\n"
+    assert re.fullmatch(rb'\r\n\+CCLK: "\d\d/\d\d/\d\d,\d\d:\d\d:\d\d\+00"\r\n\r\nOK\r\n',
+                        t.ask(b"AT+CCLK?"))
+    assert t.ask(b'AT+CCLK="26/12/01,19:14:45+32"') == b"\r\nOK\r\n"
+    assert t.ask(b"AT+CCLK?") == b'\r\n+CCLK: "26/12/01,19:14:45+32"\r\n\r\nOK\r\n'
+    sim.fire("reset")
+    got = b""
+    while not got.endswith(b"SMS Ready\r\n"):
+        got += t.s.recv(100)
+    t.ask(b"ATE0")
+    got = t.ask(b"AT+CREG?", b"DST: 0\r\n")
+    assert re.fullmatch(rb'\r\n\+CREG: 0,1\r\n\r\nOK\r\n\r\n\*PSUTTZ: \d{4},\d{1,2},\d{1,2},'
+                        rb'\d{1,2},\d{1,2},\d{1,2},"\+0",0\r\n\r\nDST: 0\r\n', got), got
+    assert t.ask(b"AT+CLTS?") == b"\r\n+CLTS: 1\r\n\r\nOK\r\n"
+
+
 def up(t):
     for c in (b"ATE0", b"AT+CIPRXGET=1", b'AT+CSTT="internet"', b"AT+CIICR"):
         t.ask(c)
