@@ -282,9 +282,12 @@ class EmulatedBoard:
         return ast.literal_eval(out.strip())
 
 
-def make_app(folder, broker_port, topic, client_id, telemetry_ms=1000, app=None):
+def make_app(folder, broker_port, topic, client_id, telemetry_ms=1000, app=None, ssl=None,
+             files=()):
     """A copy of examples/app whose config.py reaches a local broker through the modem
-    (the SIM800L simulator dials 127.0.0.1:broker_port)."""
+    (the SIM800L simulator dials 127.0.0.1:broker_port).  ssl: the client's "ssl"
+    option (TLS; docs/tls.md); files: paths copied into the app folder beside
+    config.py (a CA certificate: `make deploy` carries *.der/*.pem/*.crt/*.key)."""
     import re
     import shutil
     app = app or os.path.join(ROOT, "examples", "app")
@@ -294,7 +297,8 @@ def make_app(folder, broker_port, topic, client_id, telemetry_ms=1000, app=None)
         cfg = f.read()
     subs = [(r'TRANSPORT = "\w+"', 'TRANSPORT = "modem"'),
             (r'"server": "[^"]*"', '"server": "127.0.0.1"'),
-            (r'"port": \d+', '"port": %d' % broker_port),
+            (r'"port": \d+,', '"port": %d,%s' % (broker_port, "" if ssl is None else
+                                                   ' "ssl": %r,' % (ssl,))),
             (r'"client_id": b"[^"]*"', '"client_id": b"%s"' % client_id),
             (r'TOPIC = b"[^"]*"', 'TOPIC = b"%s"' % topic),
             (r"TELEMETRY_EVERY_MS = \d+", "TELEMETRY_EVERY_MS = %d" % telemetry_ms)]
@@ -304,6 +308,8 @@ def make_app(folder, broker_port, topic, client_id, telemetry_ms=1000, app=None)
             raise BoardError("%s/config.py: no single match for %r" % (app, pattern))
     with open(os.path.join(folder, "config.py"), "w") as f:
         f.write(cfg)
+    for path in files:
+        shutil.copy(path, folder)
     return folder
 
 
