@@ -40,7 +40,7 @@ emulate: rom emulator-deps  ## boot firmware/$(BOARD).uf2 on the emulated Pico, 
 	@test -f firmware/$(BOARD).uf2 || $(MAKE) -s firmware
 	@node $(EMU_DIR)/run.js --image firmware/$(BOARD).uf2 --flash $(EMU_FLASH) --usb stdio
 
-demo: setup firmware rom emulator-deps firmware-tools  ## the product with no hardware: emulated Pico + example app + SIM800L simulator + local mosquitto
-	@$(PYTHON) $(EMU_DIR)/demo.py
+demo: setup firmware rom emulator-deps firmware-tools  ## the product with no hardware: emulated Pico + example app + SIM800L simulator + local mosquitto, over TLS (DEMO_ARGS=--plain: without)
+	@$(PYTHON) $(EMU_DIR)/demo.py $(DEMO_ARGS)
 
 .PHONY: emulate demo

@@ -18,6 +18,9 @@ MQTT = {
     "client_id": b"device-1",
     "server": "mqtt.example.com",
     "port": 1883,
+    # TLS (port 8883): the broker's CA as ca.der beside this file (make deploy
+    # carries it), and the board's clock from the modem; see docs/tls.md.
+    # "ssl": {"cafile": "ca.der"},
     "user": b"",
     "password": b"",
     "keepalive": 60,
