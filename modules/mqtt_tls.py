@@ -421,8 +421,8 @@ class TLSLink:
         if _inner_error(e):
             if self._up:
                 raise e
-            if e.args[0] == ECONNRESET:
-                raise OSError(ECONNRESET, "TLS: " + _closed_in_handshake(self._opts))
+            if e.args[0] == ECONNRESET or e.args[0] == ENOTCONN:    # (the driver's word for
+                raise OSError(e.args[0], "TLS: " + _closed_in_handshake(self._opts))  # a link it closed)
             raise OSError(e.args[0], "TLS: the link failed during the handshake: %s" % (e,))
         raise explain(e, self._opts, self._host, not self._up)
 
