@@ -9,8 +9,12 @@ take and return plain values and allocate nothing when the value is right.
 A bad value raises at once, naming the key, not later at connect() or as a
 broker dropping the link.
 """
+import sys
+
 import mqtt_codec as codec
 from mqtt_codec import to_bytes
+
+_NO_CA_STORE = sys.implementation.name == "micropython"
 
 # ticks_diff() spans +-2**29 ms on 32-bit ports (period 2**30): a longer
 # delay or timeout would wrap.
@@ -55,6 +59,12 @@ def check_config(c, recv_len):
         raise TypeError("config['ssl'] must be a bool or a dict")
     if isinstance(tls, dict):
         tls = check_tls(tls)
+    if tls and _NO_CA_STORE:
+        t = tls if isinstance(tls, dict) else {}
+        if t.get("verify", True) and "cafile" not in t and "cadata" not in t:
+            raise ValueError("config['ssl']: MicroPython has no CA store to check the broker's "
+                             "certificate against: give cafile or cadata (see docs/tls.md), "
+                             "or verify: False")
     cfg["ssl"] = tls
     cfg["port"] = int_in(c.get("port", 8883 if tls else 1883), "port", 1, 65535)
     cfg["user"] = string(c.get("user") or b"", "user")

@@ -124,8 +124,8 @@ def test_tls_on_cpython(run_scenario, tmp_path):
     try:
         assert run_scenario("cpython", "client_basic", "tls_roundtrip", port=b.tls_port,
                             tag="cp", cafile=b.cafile) == b"secret"
-        assert run_scenario("cpython", "client_basic", "tls_rejects_unknown_server",
-                            port=b.tls_port, tag="cp") == "SSLCertVerificationError"
+        assert "not signed by a CA we trust" in run_scenario(
+            "cpython", "client_basic", "tls_rejects_unknown_server", port=b.tls_port, tag="cp")
     finally:
         b.stop()
 

@@ -207,3 +207,26 @@ def test_deploy_carries_the_certificates(fake_board, tools, tmp_path, pki):  # n
     shutil.copy(pki.client[1], str(app / "oops.pem"))
     fails_clearly(run(["make", "-s", "deploy", "PORT=/dev/null", "APP=%s" % app]),
                   "holds a private key but is not named *.key")
+
+
+def test_bad_ssl_options_are_refused_at_construction(interp, run_scenario, pki, tmp_path):
+    cases = [
+        ("unknown key", {"cafle": "x"}, "ValueError", "has no key 'cafle'"),
+        ("cafile missing", {"cafile": str(tmp_path / "nope.der")}, "ValueError", "no such file"),
+        ("cafile empty str", {"cafile": ""}, "TypeError", "non-empty str"),
+        ("cafile not str", {"cafile": 5}, "TypeError", "non-empty str"),
+        ("cadata list", {"cadata": [1, 2]}, "TypeError", "PEM text or DER bytes"),
+        ("cadata empty", {"cadata": ""}, "TypeError", "PEM text or DER bytes"),
+        ("both CAs", {"cafile": pki.ec.cert, "cadata": "x"}, "ValueError", "not both"),
+        ("cert without key", {"cafile": pki.ec.cert, "certfile": pki.client[0]}, "ValueError",
+         "both certfile and keyfile"),
+        ("verify str", {"cafile": pki.ec.cert, "verify": "no"}, "TypeError", "verify"),
+        ("ssl str", "yes", "TypeError", "bool or a dict"),
+    ]
+    if interp == "micropython":
+        cases.append(("no CA on MicroPython", True, "ValueError", "no CA store"))
+    out = run_scenario(interp, "tls_client", "config_errors",
+                       cases=[(n, c) for n, c, _, _ in cases])
+    for name, _, kind, words in cases:
+        assert out[name] is not None, name
+        assert out[name][0] == kind and words in out[name][1], (name, out[name])

@@ -126,3 +126,16 @@ async def heap(p):
     await client.disconnect()
     per.sort()
     return {"median": per[len(per) // 2], "min": per[0], "max": per[-1]}
+
+
+async def config_errors(p):
+    """Each bad "ssl" option, at construction: the error's type and text."""
+    out = {}
+    for name, ssl in p["cases"]:
+        try:
+            AsyncMQTTClient({"client_id": b"x", "server": "127.0.0.1", "ssl": ssl},
+                            memoryview(bytearray(64)))
+            out[name] = None
+        except Exception as e:          # noqa: BLE001 (the kind is what is checked)
+            out[name] = (type(e).__name__, str(e))
+    return out
