@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py            # full run (`make bench`): bench/results/latest.*
     .venv/bin/python bench/run.py --smoke --out DIR   # a few rounds each: does the harness work?
+    .venv/bin/python bench/run.py --tls-only          # the TLS part alone (~1 min): DIR/tls.json, tls.md
 
 One run, one mosquitto (tests/broker.py) on loopback, every client in turn:
 
@@ -17,6 +18,10 @@ One run, one mosquitto (tests/broker.py) on loopback, every client in turn:
     heap / board time / CPU cycles / AT round trips per operation, and the
     CPU-bound rate over an in-RAM loopback broker on the board.
   The round trip ratio to the wire (the goal) over RATIO_PASSES passes.
+  TLS (bench/tls.py, its own mosquitto with TLS 1.2 listeners and openssl-made
+    certificates): the handshake on the emulated Pico (time, AT round trips,
+    UART bytes, heap held, peak and left), and a round in TLS vs plaintext on
+    the Pico and on build/micropython (native socket and SIM800L simulator).
 
 Scenarios (bench/device/run.py): pub0, pub1, recv, roundtrip, throughput,
 import_connect.  Each client's loops are in bench/device/c_<client>.py.
@@ -43,6 +48,7 @@ from broker import Broker  # noqa: E402
 import peers  # noqa: E402
 sys.path.insert(0, os.path.join(HERE, "pico"))
 import pico  # noqa: E402
+import tls  # noqa: E402
 
 MICROPYTHON = os.path.join(ROOT, "build", "micropython")
 HEAPSIZE = "48M"
@@ -212,7 +218,7 @@ def ratio_passes(runs, r, smoke, log, only, scenarios):
 
 
 def collect(smoke, log, cpython_clients=None, only=None, scenarios=SCENARIOS, sim=True, pico_part=True,
-            pico_build=True):
+            pico_build=True, tls_part=True):
     peer_info = peers.fetch_all()
     t0 = time.monotonic()
     results = {"smoke": smoke, "versions": versions(),
@@ -263,6 +269,9 @@ def collect(smoke, log, cpython_clients=None, only=None, scenarios=SCENARIOS, si
                 results["pico"] = pico.run_all(broker.port, log, smoke, build=pico_build)
         finally:
             broker.stop()
+    if tls_part:
+        # its own mosquitto (TLS listeners); the image was built by the Pico part just above
+        results["tls"] = tls.run_all(log, smoke, build=False, pico_part_on=pico_part)
     results["duration_s"] = round(time.monotonic() - t0, 1)
     results["summary"] = summarise(results)
     return results
@@ -577,7 +586,10 @@ def markdown(res):
                 res.get("duration_s"), " (SMOKE: a few rounds each, numbers meaningless)" if res["smoke"] else ""),
             "Peers: " + ", ".join("%s %s (%s)" % (k, p["version"], p["kind"]) for k, p in res["peers"].items()) +
             "; CPython references: paho-mqtt %s, aiomqtt %s." % (v.get("paho-mqtt"), v.get("aiomqtt")), ""]
-    return "\n".join(head) + table(res) + "\n"
+    out = "\n".join(head) + table(res) + "\n"
+    if res.get("tls"):
+        out += "\n## TLS (bench/tls.py)\n\n" + tls.table(res["tls"]) + "\n"
+    return out
 
 
 def plot(res, path):
@@ -682,10 +694,16 @@ def main(argv=None):
     ap.add_argument("--no-pico", action="store_true", help="leave out the emulated Pico part (bench/pico/)")
     ap.add_argument("--pico-no-build", action="store_true",
                     help="use firmware/*.uf2 as it is (default: `make firmware` first, a no-op when up to date)")
+    ap.add_argument("--no-tls", action="store_true", help="leave out the TLS part (bench/tls.py)")
+    ap.add_argument("--tls-only", action="store_true",
+                    help="the TLS part alone (bench/tls.py): OUT/tls.json and tls.md; a full (not --smoke) run "
+                         "into bench/results also rewrites the TLS figures in docs/benchmarks.md")
     a = ap.parse_args(argv)
     if not os.path.exists(MICROPYTHON):
         sys.exit("bench: build/micropython is missing; run `make micropython` (make bench does it)")
     log = (lambda *x: None) if a.quiet else (lambda s: print(s, flush=True))
+    if a.tls_only:
+        return tls_only(a, log)
     cp = None
     try:
         import aiomqtt  # noqa: F401
@@ -695,7 +713,8 @@ def main(argv=None):
     only = a.clients.split(",") if a.clients else None
     scs = tuple(a.scenarios.split(",")) if a.scenarios else SCENARIOS + ("import_connect",)
     partial = bool(only or a.scenarios or a.no_sim or a.no_pico)
-    res = collect(a.smoke, log, cp, only, scs, not a.no_sim, not a.no_pico, not a.pico_no_build)
+    res = collect(a.smoke, log, cp, only, scs, not a.no_sim, not a.no_pico, not a.pico_no_build,
+                  not a.no_tls and not partial)
     os.makedirs(a.out, exist_ok=True)
     md = markdown(res)
     for name, data in (("latest.json", json.dumps(res, indent=1, sort_keys=True)), ("latest.md", md)):
@@ -712,6 +731,8 @@ def main(argv=None):
         for doc in DOCS_WITH_TABLE:
             if update_doc(doc, res, table(res)):
                 log("%s: table updated" % os.path.relpath(doc, ROOT))
+        if res.get("tls") and tls.update_doc(DOCS_WITH_TABLE[0], res["tls"], res["versions"]):
+            log("%s: TLS figures updated" % os.path.relpath(DOCS_WITH_TABLE[0], ROOT))
     log("")
     log(md)
     log("bench: %s s; results in %s" % (res["duration_s"], a.out))
@@ -729,9 +750,40 @@ def main(argv=None):
     failed += [("pico loop", c, "") for c, r in pc.get("loop", {}).items() if "error" in r or "failed_passes" in r]
     if "error" in (res.get("roundtrip_ratio") or {}):
         failed.append(("roundtrip_ratio", "", ""))
+    failed += [(f, "", "") for f in tls.failures(res.get("tls") or {})]
     if failed:
         log("bench: %d scenario(s) FAILED: %s" % (len(failed), failed))
         return 1
+    return 0
+
+
+def tls_only(a, log):
+    """--tls-only: bench/tls.py alone, its results in OUT/tls.json and tls.md."""
+    if not os.path.exists(MICROPYTHON):
+        sys.exit("bench: build/micropython is missing; run `make micropython` (make bench does it)")
+    t0 = time.monotonic()
+    res = tls.run_all(log, a.smoke, build=not a.pico_no_build, pico_part_on=not a.no_pico)
+    res["versions"] = versions()
+    md = "# TLS benchmark results\n\nOne run, %s; %s; %s; the TLS part took %s s%s.\n\n%s\n" % (
+        res["versions"].get("machine"), res["versions"].get("micropython"), res["versions"].get("mosquitto"),
+        round(time.monotonic() - t0, 1), " (SMOKE: a few rounds each, numbers meaningless)" if a.smoke else "",
+        tls.table(res))
+    os.makedirs(a.out, exist_ok=True)
+    for name, data in (("tls.json", json.dumps(res, indent=1, sort_keys=True)), ("tls.md", md)):
+        tmp = os.path.join(a.out, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(a.out, name))
+    if not a.smoke and not a.no_pico and os.path.abspath(a.out) == os.path.join(HERE, "results"):
+        if tls.update_doc(DOCS_WITH_TABLE[0], res, res["versions"]):
+            log("%s: TLS figures updated" % os.path.relpath(DOCS_WITH_TABLE[0], ROOT))
+    log("")
+    log(md)
+    bad = tls.failures(res)
+    if bad:
+        log("bench: TLS part FAILED: %s" % bad)
+        return 1
+    log("bench: TLS part %s s; results in %s" % (res["duration_s"], a.out))
     return 0
 
 

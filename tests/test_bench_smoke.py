@@ -115,3 +115,47 @@ def test_bench_pico_part_runs_every_client(image, broker):  # noqa: F811
     a = res["adapter"]
     assert "error" not in a, a
     assert a["read"]["heap"] >= 16 and a["read"]["cycles"] > 0 and a["write"]["cycles"] > 0, a
+
+
+def test_bench_tls_part_runs(image, tmp_path):  # noqa: F811
+    """bench/run.py --tls-only --smoke: bench/tls.py's every part once (the
+    handshake on the emulated Pico for both key types, a round in TLS and in
+    plaintext on the board, on build/micropython and through the SIM800L
+    simulator), checked for what holds on any machine; ~30 s."""
+    if not os.path.exists(MICROPYTHON):
+        pytest.fail("build/micropython is missing: run `make micropython` first")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--tls-only", "--smoke",
+                        "--pico-no-build", "--quiet", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    res = json.loads((tmp_path / "tls.json").read_text())
+    pc = res["pico"]
+    assert "error" not in pc, pc["error"]
+    for key in ("ec", "rsa"):
+        h = pc["handshake"][key]
+        assert "error" not in h, (key, h)
+        assert h["cycles_counter"] is True
+        assert h["ms"]["median"] > 0 and h["cycles"]["median"] > 0, h
+        # a full handshake: ClientHello out, the certificate chain in, several AT round trips
+        assert h["at"]["median"] >= 5 and h["tx"]["median"] > 200 and h["rx"]["median"] > 500, h
+        # the session's record buffers (16 KB in + 4 KB out) come from the board's GC heap
+        assert h["held"]["median"] >= 20 * 1024 and h["peak"]["median"] >= h["held"]["median"] - 1024, h
+        assert h["left"]["min"] >= 100 * 1024, h          # the issue's bound
+    rd = pc["round"]
+    for flavour in ("async", "sync"):
+        plain, tls = rd[flavour]["plain"], rd[flavour]["tls"]
+        assert "error" not in plain and "error" not in tls, (flavour, plain, tls)
+        pr, tr = plain["roundtrip"], tls["roundtrip"]
+        assert pr["at_commands"] == tr["at_commands"] == 2.0, (pr, tr)   # one AT+CIPSEND per packet still
+        assert tr["uart_bytes"] > pr["uart_bytes"], (pr, tr)              # records carry a header and a tag
+        assert tls["heap_in_use_after_connect"] > plain["heap_in_use_after_connect"] + 20 * 1024
+    ux = res["unix"]
+    assert "failed_passes" not in ux["plain"] and "failed_passes" not in ux["tls"], ux
+    assert ux["tls"]["median_us"]["median"] > 0 and ux["rt_ratio"]["median"] > 0
+    for flavour in ("async", "sync"):
+        d = res["unix_sim800l"][flavour]
+        assert "error" not in d["plain"] and "error" not in d["tls"], d
+        assert d["tls"]["roundtrip"]["at_commands"] == d["plain"]["roundtrip"]["at_commands"], d
+        assert d["tls"]["connect"]["at_commands"] > d["plain"]["connect"]["at_commands"], d
+    md = (tmp_path / "tls.md").read_text()
+    assert "TLS 1.2 handshake" in md and "holds" in md

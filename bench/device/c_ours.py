@@ -31,9 +31,10 @@ def source():
 
 async def connect(p):
     from async_mqtt_client import AsyncMQTTClient
-    client = AsyncMQTTClient({"client_id": b"bench-ours", "server": "127.0.0.1",
-                              "port": p["port"], "keepalive": 60},
-                             memoryview(bytearray(128)))
+    cfg = {"client_id": b"bench-ours", "server": "127.0.0.1", "port": p["port"], "keepalive": 60}
+    if p.get("ssl"):                    # bench/tls.py: the same loops in TLS
+        cfg["ssl"] = p["ssl"]
+    client = AsyncMQTTClient(cfg, memoryview(bytearray(128)))
     await client.connect()
     return client
 

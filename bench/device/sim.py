@@ -21,6 +21,16 @@ import asyncio  # noqa: E402
 from sim800l import SIM800L  # noqa: E402
 from sim800l_uart import tcp_uart  # noqa: E402
 
+if MICROPYTHON:
+    from time import ticks_us, ticks_diff  # noqa: E402
+else:
+    import time
+
+    def ticks_us():
+        return time.perf_counter_ns() // 1000
+
+    def ticks_diff(a, b):
+        return a - b
 sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
 KEYS = ("at_commands", "uart_tx", "uart_rx")
 ASYNC = P.get("flavour", "async") == "async"
@@ -41,14 +51,17 @@ class Cost:
         gc.disable()
         self.s0 = self.m.stats()
         self.h0 = mem()
+        self.t0 = ticks_us()
 
     def stop(self, n):
+        t = ticks_diff(ticks_us(), self.t0)
         h = mem() - self.h0
         gc.enable()
         s1 = self.m.stats()
         out = {k: (s1[k] - self.s0[k]) / n for k in KEYS}
         out["uart_bytes"] = out["uart_tx"] + out["uart_rx"]
         out["heap"] = h / n
+        out["us"] = t / n
         out["n"] = n
         return out
 
@@ -62,9 +75,11 @@ async def call(r):
 class Ours:
     async def open(self, modem, p):
         from async_mqtt_client import AsyncMQTTClient
-        self.c = AsyncMQTTClient({"client_id": b"bench-sim-ours", "server": p["host"],
-                                  "port": p["port"], "keepalive": 60, "timeout_ms": 5000},
-                                 memoryview(bytearray(128)))
+        cfg = {"client_id": b"bench-sim-ours", "server": p["host"], "port": p["port"], "keepalive": 60,
+               "timeout_ms": 5000}
+        if p.get("ssl"):                # bench/tls.py: the same loops in TLS
+            cfg["ssl"] = p["ssl"]
+        self.c = AsyncMQTTClient(cfg, memoryview(bytearray(128)))
         await self.c.connect(sock_cls=modem.socket_class(async_=ASYNC), async_sock=ASYNC)
 
     async def subscribe(self, t):
@@ -165,12 +180,16 @@ async def main():
     else:
         modem.start_blocking()
     c = Ours() if NAME == "ours" else Wire()
+    s0, t0 = modem.stats(), ticks_us()
     await c.open(modem, p)
+    s1 = modem.stats()
+    connect = {k: s1[k] - s0[k] for k in KEYS}
+    connect["us"] = ticks_diff(ticks_us(), t0)
     own, sink = p["topic"].encode(), (p["topic"] + "/sink").encode()
     payload = bytes(range(64))
     await c.subscribe(own)
     cost = Cost(modem)
-    out = {"client": NAME, "flavour": p.get("flavour", "async")}
+    out = {"client": NAME, "flavour": p.get("flavour", "async"), "connect": connect}
     for q in (0, 1):
         await c.pub(sink, payload, q)                     # warm up
         cost.start()

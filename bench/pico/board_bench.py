@@ -45,9 +45,12 @@ class Ours:
 
     async def open(self, sock_cls, async_sock, p):
         from async_mqtt_client import AsyncMQTTClient
-        self.c = AsyncMQTTClient({"client_id": b"bench-pico-ours", "server": p["host"],
-                                  "port": p["port"], "keepalive": 60, "timeout_ms": 10000},
-                                 memoryview(bytearray(128)))
+        cfg = {"client_id": b"bench-pico-ours", "server": p["host"], "port": p["port"], "keepalive": 60,
+               "timeout_ms": 10000}
+        if p.get("ssl"):                # bench/tls.py: the same loops in TLS
+            cfg["ssl"] = p["ssl"]
+            cfg["timeout_ms"] = 60000   # a handshake on the emulated chip takes seconds
+        self.c = AsyncMQTTClient(cfg, memoryview(bytearray(128)))
         await self.c.connect(sock_cls=sock_cls, async_sock=async_sock)
 
     async def subscribe(self, t):
@@ -549,6 +552,8 @@ async def main():
             m.start_blocking()
         sock_cls = m.socket_class(async_=ASYNC)
         async_sock = ASYNC
+        if p.get("rtc"):                # bench/tls.py: certificates are checked against the clock
+            machine.RTC().datetime(tuple(p["rtc"]))
     else:
         m = Modem()
         sock_cls, async_sock = LoopSock, False

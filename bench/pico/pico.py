@@ -152,7 +152,7 @@ class Pico:
             self.sim.close()
             self.tmp.cleanup()
 
-    def run(self, client, mode, flavour=None):
+    def run(self, client, mode, flavour=None, **extra):
         if mode == "adapter":
             rounds = {"n": 10 if self.smoke else 100}
         else:
@@ -160,7 +160,8 @@ class Pico:
                           (SLOW_ROUNDS.get(client, ROUNDS) if mode == "modem" else LOOP_ROUNDS))
         p = dict(rounds, client=client, mode=mode, flavour=flavour, host="127.0.0.1", port=self.port,
                  topic="bench/pico/%s/%s" % (client, uuid.uuid4().hex[:8]))
-        if mode == "modem":
+        p.update(extra)                 # bench/tls.py: port, ssl, rtc, skip
+        if mode == "modem" and "recv" not in p.get("skip", ()):
             p["feed"] = p["topic"] + "/feed"
             self.feeder.topic = p["feed"]
         t0 = time.monotonic()
