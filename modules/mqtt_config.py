@@ -162,9 +162,13 @@ def check_tls(opts):
         if k in tls:
             try:
                 import os
-                os.stat(tls[k])
+                st = os.stat(tls[k])
             except OSError:
                 raise ValueError("config['ssl'][%r]: no such file %r" % (k, tls[k]))
+            if st[0] & 0o170000 == 0o040000:
+                raise ValueError("config['ssl'][%r]: %r is a folder, not a file" % (k, tls[k]))
+            if not st[6]:
+                raise ValueError("config['ssl'][%r]: %r is empty" % (k, tls[k]))
     if "verify" in tls:
         tls["verify"] = flag(tls["verify"], "config['ssl']['verify']")
     return tls

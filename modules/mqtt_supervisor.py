@@ -46,6 +46,8 @@ class MQTTSupervisor(MQTTSession):
         the protocol): close it, then reconnect or raise.  The one place
         that decides: with reconnect on, start the supervisor and return;
         with it off (or after disconnect()), raise exc to the app."""
+        if self._cfg["ssl"] and self._sock_cls is None:
+            exc = _worded(exc, self._cfg)   # the native socket's TLS error: in words
         if self._app_closed and self._sock is None:
             raise exc               # disconnect() closed it: not a loss
         if self._sock is None and (self._reconnecting or not self._cfg["reconnect"]):
@@ -209,3 +211,13 @@ class MQTTSupervisor(MQTTSession):
             raise
         finally:
             self._opening -= 1
+
+
+def _worded(exc, cfg):
+    """A TLS error of the native socket (mbedTLS's bare number, CPython's
+    SSLError) as mqtt_tls words it; any other error as it is."""
+    import mqtt_tls
+    if not mqtt_tls.is_tls_error(exc) or str(exc).startswith("TLS:"):
+        return exc
+    opts = cfg["ssl"] if isinstance(cfg["ssl"], dict) else {}
+    return mqtt_tls.explain(exc, opts, opts.get("server_hostname", cfg["server"]), False)

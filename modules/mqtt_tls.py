@@ -18,25 +18,25 @@ awaited write and its reads) drive it, so in the async flavour no step
 holds the event loop longer than one of mbedTLS's computation steps; the
 modem round trips are waited for by the client, not here.
 
-Two engines, one contract:
-- MicroPython: the `tls` C module (mbedTLS) over a stream object (_Pipe)
-  whose readinto/write call the inner transport directly: no copy, no
-  staging buffer; a record the inner transport does not take stays in
-  mbedTLS's own output buffer.
+Two engines, one contract (a write is taken whole, its record made, or not
+taken at all: None; a taken record the link did not take yet is staged
+and pushed later, by the next call, or in the sync flavour before write()
+returns, or in the async one by a task started only then):
+- MicroPython: the `tls` C module (mbedTLS) over a stream object (_Pipe):
+  reads come from the inner transport straight into mbedTLS's buffer;
+  records go straight to the link when it takes them whole (no copy),
+  else to a staging buffer of one record.
 - CPython: ssl.SSLObject over two MemoryBIOs, pumped to and from the
   inner transport, so the same tests run on both.
 
-mbedTLS's rule for a write answered "want write": call it again with the
-same arguments (the record may already be made and only wait to be sent).
-TLSLink.write keeps that rule for the client: None means "call again with
-the same buffer and length", which every write loop of the client does;
-if a different write comes first (a PUBACK that waited, then a publish),
-the waiting one is finished first and its own retry is answered from the
-record (_done) instead of being sent twice.
+Why staging, not mbedTLS's own "want write": after it, mbedTLS has made
+the record but wants the same write repeated, which the client, whose
+write may be cancelled or followed by another packet in the same buffer,
+cannot promise (an attack found a publish lost that way).
 """
 import sys
 
-from mpcompat import const
+from mpcompat import asyncio, asleep_ms, const, sleep_ms, ticks_diff, ticks_ms
 
 _MICROPYTHON = sys.implementation.name == "micropython"
 
@@ -49,6 +49,9 @@ ENOTCONN = const(107)
 # One mbedTLS write makes one record of at most MBEDTLS_SSL_OUT_CONTENT_LEN
 # (4096 in MicroPython's config); bigger writes go in pieces of this size.
 _CHUNK = const(2048)
+# A record's bytes beyond its data: header 5, explicit IV or nonce up to 16,
+# MAC up to 48 (SHA-384), CBC padding up to 16; GCM needs 29.
+_RECORD_OVERHEAD = const(96)
 # mbedTLS's "connection closed" (MBEDTLS_ERR_SSL_CONN_EOF) as an OSError number
 _MBEDTLS_CONN_EOF = const(-0x7280)
 # A certificate check needs a clock: before this year the board's clock was
@@ -87,45 +90,80 @@ def _read(path):
 
 
 def _is_pem(data):
-    return bytes(data[:11]) == b"-----BEGIN "
+    """PEM anywhere in it (a bundle may open with comments, or a BOM);
+    else DER."""
+    return b"-----BEGIN " in data
 
 
-def _der_blocks(data):
-    """PEM text as the DER of each block in it (MicroPython's mbedTLS is
-    built without a PEM parser, to save flash); DER as it is."""
-    if not _is_pem(data):
-        return [bytes(data)]
-    from binascii import a2b_base64
+def _pem_blocks(data, label):
+    """The base64 lines of each PEM block whose label holds `label`
+    ("CERTIFICATE", "PRIVATE KEY"; other blocks such as "EC PARAMETERS",
+    and text around them, comments, a BOM, are skipped)."""
     out = []
     body = None
     for line in bytes(data).split(b"\n"):
         line = line.strip()
-        if line.startswith(b"-----BEGIN "):
-            body = []
+        i = line.find(b"-----BEGIN ")
+        if i >= 0:
+            body = [] if label in line[i:] else None
         elif line.startswith(b"-----END "):
             if body is not None:
-                out.append(a2b_base64(b"".join(body)))
+                out.append(body)
             body = None
         elif body is not None and line and b":" not in line:   # (skips PEM headers)
             body.append(line)
     if not out:
-        raise ValueError("no PEM block in the certificate or key data")
+        raise ValueError("no PEM %s block in it" % label.decode())
     return out
+
+
+def _der_blocks(data, label):
+    """The DER of each PEM block of that label; DER data as it is.
+    (MicroPython's mbedTLS is built without a PEM parser, to save flash.)"""
+    if not _is_pem(data):
+        return [bytes(data)]
+    from binascii import a2b_base64
+    return [a2b_base64(b"".join(body)) for body in _pem_blocks(data, label)]
+
+
+def _pem_text(data, label):
+    """Only the PEM blocks of that label, as ASCII text (CPython's cadata)."""
+    lab = label.decode()
+    return "".join("-----BEGIN %s-----\n%s\n-----END %s-----\n"
+                   % (lab, b"\n".join(body).decode(), lab) for body in _pem_blocks(data, label))
+
+
+def _loading(what, path, fn, *args):
+    """fn(*args), a certificate or key loaded into the context: a failure
+    names the option and the file (a ValueError: the config is wrong)."""
+    try:
+        return fn(*args)
+    except (OSError, ValueError) as e:
+        raise ValueError("config['ssl'][%r] (%s) cannot be used: %s"
+                         % (what, path or "given inline", e))
 
 
 def make_context(opts):
     """A client TLS context from the "ssl" option (True or a dict checked by
     mqtt_config): CA from cafile (PEM or DER) or cadata, a client certificate
     and key (certfile/keyfile) for mutual TLS, verification on unless
-    verify is False."""
+    verify is False.  A file that cannot be used: ValueError naming it."""
     global _warned
     opts = opts if isinstance(opts, dict) else {}
     verify = opts.get("verify", True)
+    ca_key = "cadata" if opts.get("cadata") is not None else "cafile"
+    ca_path = opts.get("cafile")
     ca = opts.get("cadata")
-    if ca is None and opts.get("cafile"):
-        ca = _read(opts["cafile"])
+    if ca is None and ca_path:
+        ca = _loading("cafile", ca_path, _read, ca_path)
     if isinstance(ca, str):
         ca = ca.encode()
+    if ca is not None and not ca:
+        raise ValueError("config['ssl'][%r] (%s) is empty" % (ca_key, ca_path))
+    cert = key = None
+    if opts.get("certfile"):
+        cert = _loading("certfile", opts["certfile"], _read, opts["certfile"])
+        key = _loading("keyfile", opts["keyfile"], _read, opts["keyfile"])
     if not verify and not _warned:
         _warned = True
         print("warning: TLS without certificate verification (ssl verify=False): "
@@ -139,12 +177,14 @@ def make_context(opts):
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = tls.CERT_REQUIRED if verify else tls.CERT_NONE
         if ca:
-            for der in _der_blocks(ca):             # every CA in a PEM bundle
-                ctx.load_verify_locations(der)
-        if opts.get("certfile"):
+            for der in _loading(ca_key, ca_path, _der_blocks, ca, b"CERTIFICATE"):
+                _loading(ca_key, ca_path, ctx.load_verify_locations, der)   # every CA of a bundle
+        if cert:
             # (the device's own certificate: the first block; a chain is not sent)
-            ctx.load_cert_chain(_der_blocks(_read(opts["certfile"]))[0],
-                                _der_blocks(_read(opts["keyfile"]))[0])
+            c = _loading("certfile", opts["certfile"], _der_blocks, cert, b"CERTIFICATE")[0]
+            k = _loading("keyfile", opts["keyfile"], _der_blocks, key, b"PRIVATE KEY")[0]
+            _loading("certfile/keyfile", opts["certfile"] + ", " + opts["keyfile"],
+                     ctx.load_cert_chain, c, k)
         return ctx
     import ssl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -153,14 +193,16 @@ def make_context(opts):
     ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     if verify:
         if ca:
-            ctx.load_verify_locations(cadata=ca.decode() if _is_pem(ca) else ca)
+            pem = _is_pem(ca) and _loading(ca_key, ca_path, _pem_text, ca, b"CERTIFICATE")
+            _loading(ca_key, ca_path, ctx.load_verify_locations, None, None, pem or ca)
         else:
             ctx.load_default_certs()
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    if opts.get("certfile"):
-        ctx.load_cert_chain(opts["certfile"], opts.get("keyfile"))
+    if cert:
+        _loading("certfile/keyfile", opts["certfile"] + ", " + opts["keyfile"],
+                 ctx.load_cert_chain, opts["certfile"], opts["keyfile"])
     return ctx
 
 
@@ -181,11 +223,47 @@ def _closed_in_handshake(opts):
                "(certfile/keyfile)?"))
 
 
+# mbedTLS's error numbers, as the tls module raises them after the
+# handshake (bare numbers: only handshake errors carry mbedTLS's text).
+_MBEDTLS_WORDS = (
+    (-0x7180, "a record failed its integrity check (bad record mac: corrupted or "
+              "forged on the way)"),
+    (-0x7200, "an invalid TLS record came (corrupted on the way, or not TLS)"),
+    (-0x7300, "a TLS message could not be decoded (corrupted on the way)"),
+    (-0x7700, "an unexpected TLS message came"),
+    (-0x7780, "the broker sent a fatal alert"),
+    (-0x6E00, "the handshake failed"),
+    (-0x7F00, "mbedTLS ran out of memory"),
+)
+
+
+def is_tls_error(e):
+    """An error of TLS's own (to be explained), not of the link under it."""
+    if isinstance(e, ValueError):
+        return True
+    if not isinstance(e, OSError) or not e.args:
+        return False
+    if not _MICROPYTHON:
+        import ssl
+        if isinstance(e, ssl.SSLError):
+            return True
+    return type(e.args[0]) is int and e.args[0] < 0
+
+
 def explain(e, opts, host, handshaking):
     """A TLS failure (mbedTLS's OSError/ValueError, CPython's SSLError) as
     an OSError whose text names the cause."""
     text = str(e)
     low = text.lower()
+    code = e.args[0] if isinstance(e, OSError) and e.args else None
+    for number, words in _MBEDTLS_WORDS:
+        if code == number:
+            text = low = words
+    if "bad record mac" in low or "decryption failed" in low:
+        text = low = "a record failed its integrity check (bad record mac: corrupted or forged on the way)"
+    if "timed out" in low:
+        return OSError(ETIMEDOUT, "TLS: the handshake did not finish within timeout_ms: "
+                       "the broker or the link stalls" if handshaking else "TLS: " + text)
     if "expired" in low:
         why = "the broker's certificate has expired (the clock reads %s)" % _clock_text()
     elif "future" in low or "not yet valid" in low:
@@ -217,34 +295,106 @@ if _MICROPYTHON:
     import io
 
     class _Pipe(io.IOBase):
-        """The stream mbedTLS reads and writes: the inner transport's own
-        readinto/write, answered plainly (None: nothing now)."""
+        """The stream mbedTLS reads and writes.  Reads come straight from
+        the inner transport into mbedTLS's buffer (None: nothing now).
+        Writes go to the engine's staging buffer, so that a record mbedTLS
+        has made is never half its own and half the link's (see _Engine).
 
-        def __init__(self, link):
+        In the async flavour's handshake every other read answers None at
+        once: mbedTLS then returns "want read" between two of its steps
+        instead of running every step whose bytes are at hand in one call
+        (on the Pico: a certificate check, the server's signature, the key
+        exchange, ~0.5 s each; 1.7 s in a row before, 0.66 s at most now,
+        measured), so the event loop runs between them."""
+
+        def __init__(self, engine, link):
+            self._engine = engine
             self._link = link
+            self._pause = False
 
         def readinto(self, buf):
-            return self._link._inner_io(self._link._inner.readinto(buf, len(buf)))
+            link = self._link
+            if link._stepwise and not link._up:
+                self._pause = not self._pause
+                if self._pause:
+                    return None
+            return link._inner_io(link._inner.readinto(buf, len(buf)))
 
         def write(self, buf):
-            return self._link._inner_io(self._link._inner.write(buf, len(buf)))
+            return self._engine._stage(buf)
 
         def ioctl(self, req, arg):
             return 0
 
     class _Engine:
-        """mbedTLS through the `tls` module over a _Pipe."""
+        """mbedTLS through the `tls` module over a _Pipe.
+
+        Ciphertext goes to a staging buffer (_out) that holds a whole record
+        of the biggest write (_CHUNK plus a record's overhead), and from
+        there to the link.  A write is therefore either taken (its record
+        made and staged: send() answers n, and the record goes out, now or
+        from flush()) or not taken at all (the staging buffer still holds
+        an earlier record the link did not take: None).  mbedTLS's own
+        "want write" state, in which a record is made but the next write
+        must repeat the same bytes, never arises after the handshake."""
 
         def __init__(self, link, ctx, hostname):
-            self._tls = ctx.wrap_socket(_Pipe(link), server_hostname=hostname,
+            self._link = link
+            self._out = bytearray(_CHUNK + _RECORD_OVERHEAD)
+            self._n = 0                      # ciphertext staged, not yet taken by the link
+            self._tls = ctx.wrap_socket(_Pipe(self, link), server_hostname=hostname,
                                         do_handshake_on_connect=False)
 
+        def _stage(self, buf):
+            """mbedTLS's ciphertext: straight to the link when nothing is
+            staged and the link takes all of it (no copy, nothing
+            allocated); what it does not take is staged."""
+            n = len(buf)
+            w = 0
+            if not self._n:
+                link = self._link
+                w = link._inner_io(link._inner.write(buf, n))
+                if w is None:
+                    w = 0
+                elif w == n:
+                    return n
+                elif not 0 <= w < n:
+                    raise OSError(EIO, "the transport answered %r for %d bytes" % (w, n))
+            room = len(self._out) - self._n
+            if not room:
+                return w or None             # (the handshake's flights may go in parts)
+            k = min(n - w, room)
+            self._out[self._n:self._n + k] = memoryview(buf)[w:w + k]
+            self._n += k
+            return w + k
+
+        @property
+        def unsent(self):
+            return self._n
+
+        def flush(self):
+            """Staged ciphertext to the link, as much as it takes now: True
+            when none is left."""
+            n = self._n
+            if n:
+                link = self._link
+                w = link._inner_io(link._inner.write(self._out, n))
+                if w:
+                    if w < n:
+                        self._out[:n - w] = memoryview(self._out)[w:n]
+                    self._n = n - w
+            return not self._n
+
         def send(self, buf, n):
-            if n <= _CHUNK:
-                return self._tls.write(buf, n)
-            return self._tls.write(buf, 0, _CHUNK)   # one record; the caller goes on
+            if self._n and not self.flush():
+                return None
+            r = self._tls.write(buf, n if n <= _CHUNK else _CHUNK)   # one record at most
+            self.flush()
+            return r
 
         def recv(self, buf, n):
+            if self._n:
+                self.flush()                 # (the handshake's flights, an alert)
             return self._tls.readinto(buf, n)
 
         def close(self):
@@ -252,8 +402,9 @@ if _MICROPYTHON:
 else:
     class _Engine:
         """CPython's ssl.SSLObject over MemoryBIOs, pumped to the inner
-        transport; behaves as mbedTLS does (a send answered None is called
-        again with the same arguments)."""
+        transport, with the same contract as the mbedTLS engine: send()
+        takes a write whole (n) or not at all (None); taken ciphertext the
+        link did not take yet is flushed later (flush())."""
 
         def __init__(self, link, ctx, hostname):
             import ssl
@@ -262,11 +413,14 @@ else:
             self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
             self._obj = ctx.wrap_bio(self._in, self._out, server_hostname=hostname)
             self._unsent = b""
-            self._owed = 0
             self._shaken = False
             self._rx = bytearray(4096)
 
-        def _push(self):
+        @property
+        def unsent(self):
+            return len(self._unsent) + self._out.pending
+
+        def flush(self):
             """Ciphertext to the inner transport: True when all of it went."""
             data = self._unsent + self._out.read()
             while data:
@@ -295,7 +449,7 @@ else:
                 try:
                     r = fn(*args)
                 except self._ssl.SSLWantReadError:
-                    self._push()
+                    self.flush()
                     if not self._pull():
                         return None
                     continue
@@ -303,31 +457,26 @@ else:
                     return 0
                 except self._ssl.SSLEOFError:
                     raise OSError(_MBEDTLS_CONN_EOF, "EOF: the link closed")
-                self._push()
+                self.flush()
                 return r if r is not None else True
 
         def send(self, buf, n):
-            if self._unsent and not self._push():
+            if self.unsent and not self.flush():
                 return None
-            if self._owed:                  # the retry of a write made but not all sent
-                n, self._owed = self._owed, 0
-                return n
             if not self._shaken:
                 if self._run(self._obj.do_handshake) is None:
                     return None
                 self._shaken = True
-                if self._unsent:            # the last flight is still on its way
+                if self.unsent:            # the last flight is still on its way
                     return None
             n = min(n, _CHUNK)
             self._obj.write(bytes(memoryview(buf)[:n]))
-            if not self._push():
-                self._owed = n              # as mbedTLS: "call again, same arguments"
-                return None
+            self.flush()
             return n
 
         def recv(self, buf, n):
-            if self._unsent:
-                self._push()
+            if self.unsent:
+                self.flush()
             r = self._run(self._obj.read, n, buf)
             if r is True:
                 return None
@@ -349,22 +498,44 @@ def _inner_error(e):
     return 0 < e.args[0] < 256
 
 
+def handshake_failure(e, opts, host):
+    """What ended a handshake, in words: the link's own error keeps its
+    errno (a link the driver closed: ECONNRESET/ENOTCONN; a stall:
+    ETIMEDOUT), TLS's is explained."""
+    if not _inner_error(e):
+        return explain(e, opts, host, True)
+    code = e.args[0]
+    if code == ECONNRESET or code == ENOTCONN or code == 32:   # (ENOTCONN: the driver's word
+        # for a link it closed; 32, EPIPE: a write to a socket the peer closed)
+        return OSError(code, "TLS: " + _closed_in_handshake(opts))
+    if code == ETIMEDOUT or code == 11:             # (11: EAGAIN, a socket timeout on MicroPython)
+        return OSError(ETIMEDOUT, "TLS: the handshake did not finish within timeout_ms: "
+                       "the broker or the link stalls")
+    return OSError(code, "TLS: the link failed during the handshake: %s" % (e,))
+
+
 class TLSLink:
     """TLS over a sync transport, itself a sync transport (see the client's
-    transport contract).  A write answered None is retried by the client
-    with the same bytes (its write loop does), as mbedTLS requires."""
+    transport contract).  A write is taken whole or not at all; a record
+    the link does not take at once is pushed here until it goes
+    (timeout_ms at most)."""
 
     def __init__(self, inner, cfg):
         self._inner = inner
         self._opts = cfg["ssl"] if isinstance(cfg["ssl"], dict) else {}
         self._host = self._opts.get("server_hostname", cfg["server"])
+        self._timeout = cfg["timeout_ms"]
         self._engine = None
         self._up = False                 # the handshake ended (a record went or came)
+        self._stepwise = False           # async: back to the event loop between handshake steps
+        self._t0 = 0                     # when the handshake began
+        self._late = None                # async: what ended the link in a flush of its own
 
     def _start(self):
         self._inner.setblocking(False)
         check_clock(self._opts)
         self._engine = _Engine(self, make_context(self._opts), self._host)
+        self._t0 = ticks_ms()
 
     def connect(self, addr):
         self._inner.connect(addr)
@@ -386,45 +557,78 @@ class TLSLink:
                       "once connected (non-blocking); %s answered %s"
                       % (type(self._inner).__name__, type(r).__name__))
 
-    # (no bound methods passed around: each would be an allocation per call)
-    def readinto(self, buf, n):
+    def _engine_or_raise(self):
+        if self._late is not None:
+            e, self._late = self._late, None
+            raise e
         engine = self._engine
         if engine is None:
             raise OSError(ENOTCONN, "not connected")
+        return engine
+
+    # (no bound methods passed around: each would be an allocation per call)
+    def readinto(self, buf, n):
+        engine = self._engine_or_raise()
         try:
             r = engine.recv(buf, n)
         except (OSError, ValueError) as e:
             return self._failed(e)
         if r:
             self._up = True
+        elif r is None and not self._up:
+            self._check_handshake_time()
         return r
 
     def _send(self, buf, n):
-        engine = self._engine
-        if engine is None:
-            raise OSError(ENOTCONN, "not connected")
+        engine = self._engine_or_raise()
         try:
             r = engine.send(buf, n)
         except (OSError, ValueError) as e:
             return self._failed(e)
         if r:
             self._up = True
+        elif not self._up:
+            self._check_handshake_time()
         return r
 
-    write = _send
+    def write(self, buf, n):
+        r = self._send(buf, n)
+        if r and self._engine.unsent:
+            self._drain_now()
+        return r
+
+    def _drain_now(self):
+        """Sync flavour: the staged record goes before write() returns."""
+        start = ticks_ms()
+        engine = self._engine
+        while True:
+            try:
+                if engine.flush():
+                    return
+            except (OSError, ValueError) as e:
+                self._failed(e)
+            if ticks_diff(ticks_ms(), start) > self._timeout:
+                raise OSError(ETIMEDOUT, "TLS: the link took no record within timeout_ms "
+                              "(%d ms)" % self._timeout)
+            sleep_ms(1)
+
+    def _check_handshake_time(self):
+        """A handshake that stalls fails in words, from here, before the
+        client's own write deadline (which starts later) says less."""
+        if ticks_diff(ticks_ms(), self._t0) >= self._timeout:
+            raise OSError(ETIMEDOUT, "TLS: the handshake did not finish within timeout_ms "
+                          "(%d ms): the broker or the link stalls" % self._timeout)
 
     def _failed(self, e):
         """0 for the peer's close after the handshake (end of stream); else
         raise: the link's own error as it was, TLS's in words."""
         if isinstance(e, OSError) and e.args and e.args[0] == _MBEDTLS_CONN_EOF and self._up:
             return 0
-        if _inner_error(e):
-            if self._up:
+        if self._up:
+            if _inner_error(e):
                 raise e
-            if e.args[0] == ECONNRESET or e.args[0] == ENOTCONN:    # (the driver's word for
-                raise OSError(e.args[0], "TLS: " + _closed_in_handshake(self._opts))  # a link it closed)
-            raise OSError(e.args[0], "TLS: the link failed during the handshake: %s" % (e,))
-        raise explain(e, self._opts, self._host, not self._up)
+            raise explain(e, self._opts, self._host, False)
+        raise handshake_failure(e, self._opts, self._host)
 
     def _drop(self):
         e, self._engine = self._engine, None
@@ -441,20 +645,16 @@ class TLSLink:
 
 class AsyncTLSLink(TLSLink):
     """TLS over an async transport: connect and close are awaited; readinto
-    and write answer an int or None at once (all or nothing), except a write
-    bigger than one record, which answers an awaitable that writes only
-    when awaited.
-
-    Several writers take turns here (a PUBACK that waited, a publish from
-    another task), so the "same arguments" rule is kept per writer: while
-    one write waits for its retry (_pend), another is answered None until
-    the waiting one's record went; that one's retry is then answered from
-    _done instead of sending it twice."""
+    and write answer an int or None at once (a write is taken whole or not
+    at all), except a write bigger than one record, which answers an
+    awaitable that writes only when awaited.  A record taken while the
+    link was busy (the modem in the middle of a send) is pushed by a task
+    of its own (_drain), started only then."""
 
     def __init__(self, inner, cfg):
         TLSLink.__init__(self, inner, cfg)
-        self._pend_buf = self._done_buf = None
-        self._pend_n = self._done_n = 0
+        self._stepwise = True
+        self._draining = False
 
     async def connect(self, addr):
         await self._inner.connect(addr)
@@ -463,36 +663,33 @@ class AsyncTLSLink(TLSLink):
     def write(self, buf, n):
         if n > _CHUNK:
             return self._write_big(buf, n)
-        return self._write_record(buf, n)
-
-    def _write_record(self, buf, n):
-        if self._pend_n and (buf is not self._pend_buf or n != self._pend_n):
-            if self._send(self._pend_buf, self._pend_n) is None:
-                return None
-            self._done_buf, self._done_n = self._pend_buf, self._pend_n
-            self._pend_n = 0
-        if self._done_n and buf is self._done_buf and n == self._done_n:
-            self._done_buf, self._done_n = None, 0
-            return n
         r = self._send(buf, n)
-        if r is None:
-            self._pend_buf, self._pend_n = buf, n
-        else:
-            self._pend_buf, self._pend_n = None, 0
+        if r and self._engine.unsent and not self._draining:
+            self._draining = True
+            asyncio.create_task(self._drain())
         return r
 
+    async def _drain(self):
+        try:
+            while self._engine is not None and not self._engine.flush():
+                await asleep_ms(2)
+        except Exception as e:           # noqa: BLE001 (kept for the next call to raise)
+            try:
+                self._failed(e)
+            except Exception as x:       # noqa: BLE001
+                self._late = x
+        finally:
+            self._draining = False
+
     async def _write_big(self, buf, n):
-        from mpcompat import asleep_ms
         view = memoryview(buf)[:n]
         off = 0
-        part = view[:_CHUNK]             # one object per record: its retries are "the same"
         while off < n:
-            w = self._write_record(part, len(part))
+            w = self.write(view[off:off + _CHUNK], min(_CHUNK, n - off))
             if w is None:
                 await asleep_ms(1)
             else:
                 off += w
-                part = view[off:off + _CHUNK]
         return n
 
     async def close(self):

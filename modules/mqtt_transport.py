@@ -146,9 +146,7 @@ class MQTTTransport:
         try:
             return ctx.wrap_socket(s, server_hostname=host)
         except (OSError, ValueError) as e:
-            if mqtt_tls._inner_error(e):
-                raise
-            raise mqtt_tls.explain(e, opts, host, True)
+            raise mqtt_tls.handshake_failure(e, opts, host)
 
     def _close_transport(self):
         self._up = False
