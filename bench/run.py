@@ -46,6 +46,7 @@ sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "host"), HERE]
 
 from broker import Broker  # noqa: E402
 import peers  # noqa: E402
+from subrun import run_result  # noqa: E402
 sys.path.insert(0, os.path.join(HERE, "pico"))
 import pico  # noqa: E402
 import tls  # noqa: E402
@@ -129,18 +130,7 @@ class Runner:
         self.broker, self.peers, self.smoke, self.log = broker, peer_info, smoke, log
 
     def _run(self, cmd, timeout=240):
-        t0 = time.monotonic()
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-        except subprocess.TimeoutExpired:
-            return {"error": "timed out after %d s" % timeout}
-        for line in reversed(r.stdout.splitlines()):
-            if line.startswith("RESULT "):
-                res = json.loads(line[7:])
-                res["wall_s"] = round(time.monotonic() - t0, 2)
-                return res
-        tail = (r.stdout + r.stderr).strip().splitlines()[-12:]
-        return {"error": "exit %d: %s" % (r.returncode, " | ".join(tail))}
+        return run_result(cmd, timeout)
 
     def scenario(self, interp, client, scenario, **extra):
         n = SMOKE_ROUNDS if self.smoke else SLOW.get((client, scenario), ROUNDS.get(scenario, 0))

@@ -27,7 +27,6 @@ with its plaintext listener and two TLS 1.2 listeners (`ec`, `rsa`).  Then:
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,11 +34,12 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-for _p in (os.path.join(ROOT, "tests"), os.path.join(ROOT, "host"), os.path.join(HERE, "pico")):
+for _p in (os.path.join(ROOT, "tests"), os.path.join(ROOT, "host"), os.path.join(HERE, "pico"), HERE):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
 import pico  # noqa: E402
+from subrun import run_result  # noqa: E402
 
 MICROPYTHON = os.path.join(ROOT, "build", "micropython")
 HEAPSIZE = "48M"
@@ -71,21 +71,6 @@ def rtc_now():
     """The host's UTC time as machine.RTC().datetime() takes it."""
     t = time.gmtime()
     return [t.tm_year, t.tm_mon, t.tm_mday, t.tm_wday, t.tm_hour, t.tm_min, t.tm_sec, 0]
-
-
-def _run(cmd, timeout=300):
-    t0 = time.monotonic()
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": "timed out after %d s" % timeout}
-    for line in reversed(r.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            res = json.loads(line[7:])
-            res["wall_s"] = round(time.monotonic() - t0, 2)
-            return res
-    tail = (r.stdout + r.stderr).strip().splitlines()[-12:]
-    return {"error": "exit %d: %s" % (r.returncode, " | ".join(tail))}
 
 
 class TLSBroker:
@@ -135,7 +120,7 @@ def unix_part(tb, log, smoke, res):
                  "modules_dir": os.path.join(ROOT, "modules"), "n": n, "warm": 3 if smoke else 20}
             if mode == "tls":
                 p["ssl"] = tb.ssl("ec")
-            r = _run([MICROPYTHON, "-X", "heapsize=" + HEAPSIZE, os.path.join(DEVICE, "run.py"), "ours",
+            r = run_result([MICROPYTHON, "-X", "heapsize=" + HEAPSIZE, os.path.join(DEVICE, "run.py"), "ours",
                       "roundtrip", json.dumps(p)])
             log("  unix native %-5s pass %d: %s" % (mode, rep + 1, r.get("error") or
                 "heap/round %.0f B, round trip median %s us, p99 %s us" % (
@@ -168,7 +153,7 @@ def unix_part(tb, log, smoke, res):
                      "n": 5 if smoke else SIM_ROUNDS}
                 if mode == "tls":
                     p["ssl"] = tb.ssl("ec")
-                r = _run([MICROPYTHON, "-X", "heapsize=" + HEAPSIZE, os.path.join(DEVICE, "sim.py"), "ours",
+                r = run_result([MICROPYTHON, "-X", "heapsize=" + HEAPSIZE, os.path.join(DEVICE, "sim.py"), "ours",
                           json.dumps(p)])
             finally:
                 s.close()

@@ -37,14 +37,10 @@ cannot promise (an attack found a publish lost that way).
 import sys
 
 from mpcompat import asyncio, asleep_ms, const, sleep_ms, ticks_diff, ticks_ms
+from mqtt_transport import ECONNABORTED, ECONNRESET, EIO, ENOTCONN, ETIMEDOUT
 
 _MICROPYTHON = sys.implementation.name == "micropython"
 
-EIO = const(5)
-ECONNRESET = const(104)
-ECONNABORTED = const(103)
-ETIMEDOUT = const(110)
-ENOTCONN = const(107)
 
 # One mbedTLS write makes one record of at most MBEDTLS_SSL_OUT_CONTENT_LEN
 # (4096 in MicroPython's config); bigger writes go in pieces of this size.

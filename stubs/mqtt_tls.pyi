@@ -3,11 +3,7 @@ from typing import Any, Awaitable, Final, Union
 
 _Buffer = Union[bytes, bytearray, memoryview]
 
-EIO: Final[int]
-ECONNRESET: Final[int]
-ECONNABORTED: Final[int]
-ETIMEDOUT: Final[int]
-ENOTCONN: Final[int]
+from mqtt_transport import ECONNABORTED as ECONNABORTED, ECONNRESET as ECONNRESET, EIO as EIO, ENOTCONN as ENOTCONN, ETIMEDOUT as ETIMEDOUT
 
 def clock_is_set() -> bool: ...
 def make_context(opts: Union[bool, dict[str, Any]]) -> Any: ...

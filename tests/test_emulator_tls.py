@@ -24,6 +24,26 @@ from test_emulator_e2e import Watcher, host_tools  # noqa: E402,F401
 from test_tls import pki, tls_broker  # noqa: E402,F401
 
 
+def board_with_tls_app(image, tls_broker, pki, tmp_path, topic, sim):  # noqa: F811
+    """The simulator `sim` started, the board booted with its UART wired to
+    it, and the example app deployed to reach the broker's P-256 TLS
+    listener with its CA (ca.der): (sim, board)."""
+    sim_port = sim.listen_tcp(0)
+    sim.start()
+    app = make_app(str(tmp_path / "app"), tls_broker.tls_ports["ec"], topic, "pico-%d" % os.getpid(),
+                   ssl={"cafile": "ca.der", "server_hostname": "localhost"}, files=[pki.ec.der])
+    board = EmulatedBoard(image=image, flash=tmp_path / "flash.bin", uart0="connect:127.0.0.1:%d" % sim_port,
+                          deadline=600)
+    try:
+        board.start()
+        deploy_tls_app(board, app)
+    except BaseException:
+        board.stop()
+        sim.close()
+        raise
+    return sim, board
+
+
 def deploy_tls_app(board, app):
     board.repl_prompt()
     board.usb.close()                                   # the bridge serves one client: mpremote's turn
@@ -36,18 +56,10 @@ def deploy_tls_app(board, app):
 
 
 def test_pico_reaches_the_tls_broker_through_the_modem(image, host_tools, tls_broker, pki, tmp_path):  # noqa: F811
-    sim = Sim800L()                                     # AT+CCLK? answers the host's UTC time
-    sim_port = sim.listen_tcp(0)
-    sim.start()
     topic = "e2e-tls/%d" % os.getpid()
     watcher = Watcher(tls_broker.port, [topic + "/telemetry"])      # the plaintext listener, on loopback
-    app = make_app(str(tmp_path / "app"), tls_broker.tls_ports["ec"], topic, "pico-tls-%d" % os.getpid(),
-                   ssl={"cafile": "ca.der", "server_hostname": "localhost"}, files=[pki.ec.der])
-    board = EmulatedBoard(image=image, flash=tmp_path / "flash.bin", uart0="connect:127.0.0.1:%d" % sim_port,
-                          deadline=600)
-    board.start()
+    sim, board = board_with_tls_app(image, tls_broker, pki, tmp_path, topic, Sim800L())
     try:
-        deploy_tls_app(board, app)
         t0 = time.monotonic()
         board.read_until(b"connected to 127.0.0.1 from RPI_PICO_MQTT", 120)
         connect_s = time.monotonic() - t0
@@ -78,17 +90,10 @@ def test_pico_with_no_clock_says_so_then_connects_when_network_time_comes(
     """The modem's clock is unset and no *PSUTTZ came: the app's connect
     fails in words ("the clock is not set"); the network time that comes
     later (*PSUTTZ) sets the board's clock, and the app's next try connects."""
-    sim = Sim800L(cclk="unset", nitz=False)
-    sim_port = sim.listen_tcp(0)
-    sim.start()
     topic = "e2e-tls-clock/%d" % os.getpid()
-    app = make_app(str(tmp_path / "app"), tls_broker.tls_ports["ec"], topic, "pico-clock-%d" % os.getpid(),
-                   ssl={"cafile": "ca.der", "server_hostname": "localhost"}, files=[pki.ec.der])
-    board = EmulatedBoard(image=image, flash=tmp_path / "flash.bin", uart0="connect:127.0.0.1:%d" % sim_port,
-                          deadline=600)
-    board.start()
+    sim, board = board_with_tls_app(image, tls_broker, pki, tmp_path, topic,
+                                    Sim800L(cclk="unset", nitz=False))
     try:
-        deploy_tls_app(board, app)
         board.read_until(b"TLS: the clock is not set (it reads 2021-01-01", 120)
         sim.fire("nitz")                                # the network's time, while the app waits to retry
         board.read_until(b"connected to 127.0.0.1 from RPI_PICO_MQTT", 120)

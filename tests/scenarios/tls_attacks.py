@@ -8,6 +8,7 @@
 import sys
 import asyncio
 from async_mqtt_client import AsyncMQTTClient
+from client_hostile import AsyncSock
 from mpcompat import asleep_ms, ticks_ms, ticks_diff
 
 _MICROPYTHON = sys.implementation.name == "micropython"
@@ -32,15 +33,9 @@ def err(e):
 GATE = [False]          # True: write answers None
 
 
-class Gated:
-    @staticmethod
-    async def getaddrinfo(host, port):
-        import socket
-        return socket.getaddrinfo(host, port)
-
-    def __init__(self):
-        import socket
-        self.s = socket.socket()
+class Gated(AsyncSock):
+    """AsyncSock (client_hostile), answering plainly, and its write held
+    ("nothing now") while GATE[0] is set."""
 
     async def connect(self, addr):
         self.s.connect(addr)
@@ -70,9 +65,6 @@ class Gated:
             if e.args and e.args[0] == 11:
                 return None
             raise
-
-    async def close(self):
-        self.s.close()
 
 
 async def connect_args(p):
@@ -278,6 +270,23 @@ async def warn_once(p):
     return "done"
 
 
+async def _take_numbered(client, got, bad, errors):
+    """One check_msg(): a numbered message (its number in got, the message
+    in bad if its bytes are not the ones its number stands for)."""
+    try:
+        if await client.check_msg():
+            m = bytes(client.msg)
+            client.mark_read()
+            k = int(m[:4])
+            if m != b"%04d:" % k + bytes((k + j) % 256 for j in range(40)):
+                bad.append(m)
+            got.append(k)
+    except Exception as e:
+        errors.append(err(e))
+        await asleep_ms(50)
+    await asleep_ms(2)
+
+
 async def modem_faults(p):
     """TLS mosquitto through the simulated modem; QoS 1 numbered messages to
     our own topic while the test fires modem faults; reconnect: True."""
@@ -301,32 +310,10 @@ async def modem_faults(p):
             errors.append(err(e))
         t0 = ticks_ms()
         while ticks_diff(ticks_ms(), t0) < 300 and i not in got:
-            try:
-                if await client.check_msg():
-                    m = bytes(client.msg)
-                    client.mark_read()
-                    k = int(m[:4])
-                    if m != b"%04d:" % k + bytes((k + j) % 256 for j in range(40)):
-                        bad.append(m)
-                    got.append(k)
-            except Exception as e:
-                errors.append(err(e))
-                await asleep_ms(50)
-            await asleep_ms(2)
+            await _take_numbered(client, got, bad, errors)
     t0 = ticks_ms()
     while ticks_diff(ticks_ms(), t0) < p.get("drain_ms", 6000) and len(set(got)) < n:
-        try:
-            if await client.check_msg():
-                m = bytes(client.msg)
-                client.mark_read()
-                k = int(m[:4])
-                if m != b"%04d:" % k + bytes((k + j) % 256 for j in range(40)):
-                    bad.append(m)
-                got.append(k)
-        except Exception as e:
-            errors.append(err(e))
-            await asleep_ms(50)
-        await asleep_ms(2)
+        await _take_numbered(client, got, bad, errors)
     out = {"got": got, "bad": bad, "errors": errors, "reconnects": client.reconnects,
            "disconnects": client.disconnects,
            "last_error": err(client.last_error) if client.last_error else None}

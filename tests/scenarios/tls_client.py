@@ -1,6 +1,5 @@
 # The MQTT client in TLS over the SIM800L driver (or the native socket):
 # client -> mqtt_tls -> sim800l -> UART (TCP) -> host simulator -> mosquitto's TLS listener.
-import asyncio
 import gc
 import sys
 
@@ -10,16 +9,7 @@ from sim800l_client import modem_up, nap, next_msg
 
 MICROPYTHON = sys.implementation.name == "micropython"
 
-try:
-    from time import ticks_ms, ticks_diff
-except ImportError:
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
+from mpcompat import ticks_diff, ticks_ms
 
 
 def config(p, **kw):
@@ -78,9 +68,8 @@ async def failure(p):
     if p.get("unset_clock"):
         mqtt_tls._clock = lambda: 1609459200      # 2021-01-01: the RP2040's RTC after power-up
     t0 = ticks_ms()
-    modem = None
     try:
-        modem = await connect(p, client)
+        await connect(p, client)
         out["error"] = None
     except Exception as e:          # noqa: BLE001 (the kind is what is checked)
         out["error"] = (type(e).__name__, e.args[0] if e.args else None, str(e))
